@@ -1,0 +1,3 @@
+from dogclf.cli import main
+
+main()

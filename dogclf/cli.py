@@ -1,0 +1,162 @@
+"""The `dogclf` command line: a Typer app whose commands live in dogclf/commands/.
+
+Importing this module must stay cheap (no torch, boto3 or SageMaker SDK): each command
+imports what it needs inside its function, so `dogclf --help` is fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
+
+from dogclf import __version__
+from dogclf.errors import DogclfError
+
+
+class DogclfGroup(TyperGroup):
+    """Turns DogclfError (and any other failure) into one red `Error:` line and exit 1.
+
+    Living in the group rather than in main() means CliRunner tests see the same behaviour
+    as the installed console script. Usage errors keep Typer's exit code 2.
+    """
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, TyperException):
+            raise
+        except DogclfError as exc:
+            _report(ctx, exc.message, exc.hint, exc)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            sys.stderr.write("Interrupted.\n")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            _report(
+                ctx,
+                f"unexpected {type(exc).__name__}: {exc}",
+                "rerun with --debug and report it",
+                exc,
+            )
+            raise typer.Exit(1) from None
+
+
+def _debug_on(ctx: typer.Context) -> bool:
+    state = ctx.find_object(State)
+    return bool(state and state.debug) or os.environ.get("DOGCLF_DEBUG", "") not in ("", "0")
+
+
+def _report(ctx: typer.Context, message: str, hint: str | None, exc: BaseException) -> None:
+    from dogclf import render
+
+    if _debug_on(ctx):
+        traceback.print_exception(exc)
+    first, *rest = message.splitlines() or [""]
+    render.err.print(f"[bold red]Error:[/bold red] {first}", highlight=False, markup=True)
+    for line in rest:
+        render.err.print(f"  {line}", highlight=False, markup=False)
+    if hint:
+        render.err.print(f"[dim]Hint: {hint}[/dim]", highlight=False)
+
+
+class State:
+    """Global options, shared with every command through the click context."""
+
+    def __init__(self, config_path: Path | None, debug: bool) -> None:
+        self.config_path = config_path
+        self.debug = debug
+        self._config: Any = None
+
+    def config(self) -> Any:
+        """The validated DogclfConfig (loaded once per run)."""
+        if self._config is None:
+            from dogclf.config import load_config
+
+            self._config = load_config(self.config_path)
+        return self._config
+
+
+app = typer.Typer(
+    cls=DogclfGroup,
+    name="dogclf",
+    help="Dog-breed classifier: from a folder of JPEGs to a production AWS service, "
+    "rehearsed offline first.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dogclf {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        "-c",
+        envvar="DOGCLF_CONFIG",
+        help="Config file \\[default: ./dogclf.toml].",
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    ctx.obj = State(config, debug)
+
+
+def state(ctx: typer.Context) -> State:
+    obj = ctx.find_object(State)
+    if obj is None:  # commands invoked without the callback (never via the CLI)
+        obj = State(None, False)
+        ctx.obj = obj
+    return obj
+
+
+def _register() -> None:
+    # Each module adds its commands to `app`; order here is the order in --help.
+    from dogclf.commands import setup_cmds
+
+    setup_cmds.register(app)
+    for name in (
+        "upload_cmd",
+        "train_cmds",
+        "deploy_cmds",
+        "lambda_cmds",
+        "predict_cmd",
+        "serve_cmd",
+        "status_cmds",
+        "demo_cmd",
+    ):
+        try:
+            module = __import__(f"dogclf.commands.{name}", fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"dogclf.commands.{name}":
+                raise
+            continue  # a command group not built yet
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

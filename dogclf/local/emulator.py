@@ -1,0 +1,90 @@
+"""The embedded AWS emulator: moto's server on loopback, a random port, plus moto_ext.
+
+Clients reach it over real HTTP through AWS_ENDPOINT_URL, exactly as they reach AWS,
+so the code under test or in the demo is the code that runs against AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from dogclf.errors import require_extra
+
+DUMMY_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+@dataclass
+class Emulator:
+    url: str
+    _server: Any = field(repr=False)
+
+    def env(self) -> dict[str, str]:
+        """Variables that point boto3 (and the AWS CLI) at this emulator, no real account."""
+        return {
+            **DUMMY_ENV,
+            "AWS_ENDPOINT_URL": self.url,
+            # Nothing from ~/.aws may leak in: a real profile must never be used here.
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
+
+    def _post(self, path: str, body: dict[str, Any] | None = None) -> None:
+        data = json.dumps(body or {}).encode()
+        req = urllib.request.Request(self.url + path, data=data, method="POST")
+        req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            resp.read()
+
+    def configure(self) -> None:
+        # Lambda invoke would need Docker otherwise (see DESIGN.md).
+        self._post("/moto-api/config", {"lambda": {"use_docker": False}})
+
+    def reset(self) -> None:
+        """Forget every resource (between tests)."""
+        self._post("/moto-api/reset")
+        self.configure()
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+def start_emulator() -> Emulator:
+    require_extra("moto", "emulator", "demo")
+    from moto.server import ThreadedMotoServer
+
+    from dogclf.local import moto_ext
+
+    moto_ext.install()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    emulator = Emulator(f"http://{host}:{port}", server)
+    emulator.configure()
+    return emulator
+
+
+@contextmanager
+def patched_environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for a block, restoring the previous values after."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old

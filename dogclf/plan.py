@@ -1,0 +1,117 @@
+"""Plan, then apply: every mutating command first lists its steps from read-only calls.
+
+`--dry-run` prints the plan and stops; a second run of the same command plans only no-ops.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from rich.table import Table
+
+from dogclf import render
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    NOOP = "no-op"
+
+
+STYLE = {Action.CREATE: "green", Action.UPDATE: "yellow", Action.DELETE: "red", Action.NOOP: "dim"}
+
+
+@dataclass
+class Step:
+    action: Action
+    resource: str  # kind of thing: "endpoint", "s3 object", "iam role"
+    name: str  # which one
+    message: str  # one line a person reads in the plan
+    apply: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "action": str(self.action),
+            "resource": self.resource,
+            "name": self.name,
+            "message": self.message,
+        }
+
+
+@dataclass
+class StepResult:
+    step: Step
+    seconds: float
+    result: Any = None
+
+
+@dataclass
+class Plan:
+    title: str
+    steps: list[Step] = field(default_factory=list)
+
+    def add(
+        self,
+        action: Action,
+        resource: str,
+        name: str,
+        message: str,
+        apply: Callable[[], Any] | None = None,
+    ) -> Step:
+        step = Step(action, resource, name, message, apply)
+        self.steps.append(step)
+        return step
+
+    @property
+    def changes(self) -> list[Step]:
+        return [s for s in self.steps if s.action is not Action.NOOP]
+
+    @property
+    def is_noop(self) -> bool:
+        return not self.changes
+
+    def counts(self) -> dict[str, int]:
+        return {a.value: sum(1 for s in self.steps if s.action is a) for a in Action}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "steps": [s.as_dict() for s in self.steps],
+            "counts": self.counts(),
+        }
+
+
+def render_plan(plan: Plan) -> None:
+    table = Table(title=plan.title, title_justify="left", show_edge=False, pad_edge=False)
+    table.add_column("action")
+    table.add_column("resource")
+    table.add_column("name", overflow="fold")
+    table.add_column("what")
+    for s in plan.steps:
+        table.add_row(f"[{STYLE[s.action]}]{s.action}[/]", s.resource, s.name, s.message)
+    render.err.print(table)
+    c = plan.counts()
+    render.note(
+        f"{c['create']} to create, {c['update']} to update, {c['delete']} to delete, "
+        f"{c['no-op']} unchanged"
+    )
+
+
+def apply_plan(plan: Plan, *, quiet: bool = False) -> list[StepResult]:
+    """Run each changing step in order; a failure stops the plan where it is."""
+    results = []
+    for step in plan.steps:
+        if step.action is Action.NOOP or step.apply is None:
+            continue
+        started = time.perf_counter()
+        with render.err.status(f"{step.action} {step.resource} {step.name}", spinner="dots"):
+            value = step.apply()
+        results.append(StepResult(step, time.perf_counter() - started, value))
+        if not quiet:
+            render.success(f"{step.action} {step.resource} {step.name}: {step.message}")
+    return results

@@ -1,0 +1,34 @@
+"""Shared fixtures: the moto server over HTTP (real boto3 clients, dummy credentials)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from dogclf.local.emulator import Emulator, start_emulator
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[Emulator]:
+    """One moto server for the session, on 127.0.0.1 and a random port."""
+    emu = start_emulator()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def aws(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    """A clean emulated account, with the environment pointing boto3 at it.
+
+    Every AWS_* variable from the outer environment is removed first, so no real
+    profile, region or endpoint can leak into a test.
+    """
+    for var in list(os.environ):
+        if var.startswith(("AWS_", "DOGCLF_")):
+            monkeypatch.delenv(var)
+    for key, value in emulator.env().items():
+        monkeypatch.setenv(key, value)
+    emulator.reset()
+    yield emulator
