@@ -1,0 +1,108 @@
+"""Model artifacts in S3 and the "latest model" pointer that lives beside them.
+
+No local state file: `s3://bucket/prefix/stage/models/latest.json` says which
+`model.tar.gz` `deploy`, `serve latest` and `status` mean, so a laptop and a CI runner
+see the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dogclf.aws.session import AwsContext, aws_errors, get_or_none
+from dogclf.errors import ConfigError, NotFoundError
+
+if TYPE_CHECKING:
+    from dogclf.config import DogclfConfig
+
+S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<key>.*))?$")
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """s3://bucket/key -> (bucket, key); a clear error for anything else."""
+    match = S3_URI.match(uri)
+    if not match:
+        raise ConfigError(f"{uri!r} is not an S3 URI", "write it as s3://bucket/key")
+    return match["bucket"], match["key"] or ""
+
+
+@dataclass
+class LatestModel:
+    model_data: str  # s3://.../model.tar.gz
+    source: str  # "train-ec2", "train-sagemaker:<job name>", ...
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def latest_pointer_uri(cfg: DogclfConfig) -> str:
+    return cfg.s3_prefix("models", "latest.json")
+
+
+def models_prefix(cfg: DogclfConfig) -> str:
+    return cfg.s3_prefix("models")
+
+
+def write_latest(ctx: AwsContext, cfg: DogclfConfig, latest: LatestModel) -> str:
+    bucket, key = parse_s3_uri(latest_pointer_uri(cfg))
+    with aws_errors(f"update the latest-model pointer s3://{bucket}/{key}"):
+        ctx.client("s3").put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=json.dumps(asdict(latest), indent=2).encode(),
+            ContentType="application/json",
+        )
+    return f"s3://{bucket}/{key}"
+
+
+def read_latest(ctx: AwsContext, cfg: DogclfConfig) -> LatestModel | None:
+    bucket, key = parse_s3_uri(latest_pointer_uri(cfg))
+    obj = get_or_none(
+        f"read the latest-model pointer s3://{bucket}/{key}",
+        ctx.client("s3").get_object,
+        Bucket=bucket,
+        Key=key,
+    )
+    if obj is None:
+        return None
+    data = json.loads(obj["Body"].read())
+    return LatestModel(**{k: v for k, v in data.items() if k in LatestModel.__dataclass_fields__})
+
+
+def resolve_model_uri(ctx: AwsContext, cfg: DogclfConfig, model: str | None) -> str:
+    """`None`/"latest" -> the pointer's model_data; an s3:// URI is checked and returned."""
+    if model in (None, "latest"):
+        latest = read_latest(ctx, cfg)
+        if latest is None:
+            raise NotFoundError(
+                f"no trained model yet: {latest_pointer_uri(cfg)} does not exist",
+                "run `dogclf train-sagemaker` or `dogclf train-ec2` first, or pass --model s3://...",
+            )
+        return latest.model_data
+    assert model is not None
+    bucket, key = parse_s3_uri(model)
+    found = get_or_none(
+        f"check {model}", ctx.client("s3").head_object, Bucket=bucket, Key=key
+    )
+    if found is None:
+        raise NotFoundError(f"{model} does not exist", "check the URI with `aws s3 ls`")
+    return model
+
+
+def upload_file(ctx: AwsContext, path: Path, uri: str) -> str:
+    bucket, key = parse_s3_uri(uri)
+    with aws_errors(f"upload {path} to {uri}"):
+        ctx.client("s3").upload_file(str(path), bucket, key)
+    return uri
+
+
+def download_file(ctx: AwsContext, uri: str, path: Path) -> Path:
+    bucket, key = parse_s3_uri(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with aws_errors(f"download {uri}"):
+        ctx.client("s3").download_file(bucket, key, str(path))
+    return path

@@ -1,0 +1,123 @@
+"""Image decoding and the eval transform: one definition for training, serving and predict.
+
+STANDALONE FILE: it is copied into model.tar.gz as `code/preprocess.py` and imported by
+`code/inference.py` inside the SageMaker PyTorch container, so it may import only the
+standard library, torch, torchvision and Pillow, never `dogclf`.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Any
+
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.transforms import v2 as T
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Eval: resize the short side to image_size * 256/224, then center-crop image_size (the
+# torchvision recipe the ImageNet weights were trained for).
+RESIZE_RATIO = 256 / 224
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not an image we can classify; the message says why (HTTP 400)."""
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """The image has more pixels than allowed: a decompression bomb or simply too big (413)."""
+
+
+def resize_size(image_size: int) -> int:
+    return int(round(image_size * RESIZE_RATIO))
+
+
+def eval_transform(image_size: int = 224) -> T.Compose:
+    """PIL RGB image (or uint8 CHW tensor) -> normalised float CHW tensor."""
+    return T.Compose(
+        [
+            T.ToImage(),
+            T.Resize(resize_size(image_size), antialias=True),
+            T.CenterCrop(image_size),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+def train_transform(image_size: int = 224) -> T.Compose:
+    """Augmentation for training: random resized crop and horizontal flip."""
+    return T.Compose(
+        [
+            T.ToImage(),
+            T.RandomResizedCrop(image_size, antialias=True),
+            T.RandomHorizontalFlip(),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Apply EXIF orientation and convert any mode (L, P, CMYK, RGBA, I;16, ...) to RGB."""
+    image = ImageOps.exif_transpose(image) or image
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale: scale to 8 bits rather than clipping to white.
+        image = image.point(lambda v: v / 256).convert("L")  # type: ignore[arg-type, return-value]
+    elif image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Composite transparency onto white, as a viewer shows it.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def decode_image(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None
+) -> Image.Image:
+    """Bytes -> RGB PIL image, refusing non-images and decompression bombs.
+
+    `draft_size`: for JPEGs, let libjpeg decode at a reduced scale (1/2, 1/4, 1/8) that is
+    still at least this many pixels on the short side: much faster for large photos and
+    lossless for a 224-pixel model.
+    """
+    if not data:
+        raise ImageDecodeError("empty image: the request body has no bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageTooLargeError(
+                    f"image is {width}x{height} = {width * height:,} pixels, above the "
+                    f"limit of {max_pixels:,}"
+                )
+            if width < 1 or height < 1:
+                raise ImageDecodeError("image has no pixels")
+            if getattr(image, "n_frames", 1) > 1:
+                image.seek(0)  # animated GIF/WebP/PNG: classify the first frame
+            if draft_size and image.format == "JPEG":
+                scale = min(width, height) / draft_size
+                if scale >= 2:
+                    image.draft("RGB", (int(width / scale) + 1, int(height / scale) + 1))
+            image.load()
+            return to_rgb(image)
+    except ImageDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(f"image refused as a decompression bomb: {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not an image Pillow can read (JPEG, PNG, WebP, GIF, BMP, TIFF)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"corrupt or truncated image: {exc}") from None
+
+
+def load_image_file(path: Any, **kwargs: Any) -> Image.Image:
+    with open(path, "rb") as handle:
+        return decode_image(handle.read(), **kwargs)
