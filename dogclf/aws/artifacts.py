@@ -85,9 +85,7 @@ def resolve_model_uri(ctx: AwsContext, cfg: DogclfConfig, model: str | None) -> 
         return latest.model_data
     assert model is not None
     bucket, key = parse_s3_uri(model)
-    found = get_or_none(
-        f"check {model}", ctx.client("s3").head_object, Bucket=bucket, Key=key
-    )
+    found = get_or_none(f"check {model}", ctx.client("s3").head_object, Bucket=bucket, Key=key)
     if found is None:
         raise NotFoundError(f"{model} does not exist", "check the URI with `aws s3 ls`")
     return model

@@ -32,7 +32,7 @@ class ImageTooLargeError(ImageDecodeError):
 
 
 def resize_size(image_size: int) -> int:
-    return int(round(image_size * RESIZE_RATIO))
+    return round(image_size * RESIZE_RATIO)
 
 
 def eval_transform(image_size: int = 224) -> T.Compose:
@@ -113,7 +113,9 @@ def decode_image(
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"image refused as a decompression bomb: {exc}") from None
     except UnidentifiedImageError:
-        raise ImageDecodeError("not an image Pillow can read (JPEG, PNG, WebP, GIF, BMP, TIFF)") from None
+        raise ImageDecodeError(
+            "not an image Pillow can read (JPEG, PNG, WebP, GIF, BMP, TIFF)"
+        ) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"corrupt or truncated image: {exc}") from None
 
