@@ -135,6 +135,7 @@ def _register() -> None:
     for name in (
         "upload_cmd",
         "train_cmds",
+        "train_ec2_cmd",
         "deploy_cmds",
         "lambda_cmds",
         "predict_cmd",
