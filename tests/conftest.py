@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from dogclf.local.emulator import Emulator, start_emulator
+
+# `make test` runs .venv/bin/python without activating the venv: put its scripts (the
+# installed `dogclf` console script) first on PATH so subprocess tests run that one.
+_SCRIPTS = str(Path(sys.executable).parent)
+if os.environ.get("PATH", "").split(os.pathsep)[0] != _SCRIPTS:
+    os.environ["PATH"] = _SCRIPTS + os.pathsep + os.environ.get("PATH", "")
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,23 @@ NOT_FOUND_CODES = {
     "ResourceNotFoundException",
     "ResourceNotFound",
     "ObjectNotFound",
+    # S3 bucket settings that were never set read as "not found".
+    "NoSuchPublicAccessBlockConfiguration",
+    "ServerSideEncryptionConfigurationNotFoundError",
+    "NoSuchBucketPolicy",
+    "NoSuchTagSet",
+    "ObjectNotFoundException",  # Application Auto Scaling
+}
+# S3's AccessDenied does not name the action; these operations need another action's name.
+S3_ACTIONS = {
+    "ListObjectsV2": "s3:ListBucket",
+    "ListObjects": "s3:ListBucket",
+    "HeadBucket": "s3:ListBucket",
+    "HeadObject": "s3:GetObject",
+    "DeleteObjects": "s3:DeleteObject",
+    "CreateMultipartUpload": "s3:PutObject",
+    "UploadPart": "s3:PutObject",
+    "CompleteMultipartUpload": "s3:PutObject",
 }
 # SageMaker says "Could not find endpoint ..." with a ValidationException.
 NOT_FOUND_MESSAGE = re.compile(r"(could not find|does not exist|not found)", re.IGNORECASE)
@@ -144,7 +161,9 @@ def translate(exc: BaseException, what: str) -> AwsError:
         "not authorized to perform" in message
     ):
         action = re.search(r"perform: ([\w-]+:[\w-]+)", message)
-        needed = action.group(1) if action else f"the {operation} permission"
+        needed = (
+            action.group(1) if action else S3_ACTIONS.get(operation, f"the {operation} permission")
+        )
         return AwsError(
             f"cannot {what}: access denied ({needed})",
             f"grant {needed} to the identity you run dogclf as (IAM policy), or use another profile",

@@ -35,17 +35,35 @@ def resize_size(image_size: int) -> int:
     return round(image_size * RESIZE_RATIO)
 
 
-def eval_transform(image_size: int = 224) -> T.Compose:
-    """PIL RGB image (or uint8 CHW tensor) -> normalised float CHW tensor."""
+def normalize() -> T.Compose:
+    """uint8 image tensor(s), (..., C, H, W) -> float32 in [0, 1] -> ImageNet-normalised."""
     return T.Compose(
-        [
-            T.ToImage(),
-            T.Resize(resize_size(image_size), antialias=True),
-            T.CenterCrop(image_size),
-            T.ToDtype(torch.float32, scale=True),
-            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
+        [T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     )
+
+
+def resize_crop(image_size: int = 224) -> T.Compose:
+    """The geometric half of the eval transform: short side to resize_size, centre crop.
+
+    On a PIL image it runs in Pillow (no torch threads), which is what `dogclf serve`'s
+    request threads do before the batch is normalised in the model thread.
+    """
+    return T.Compose([T.Resize(resize_size(image_size), antialias=True), T.CenterCrop(image_size)])
+
+
+def eval_transform(image_size: int = 224) -> T.Compose:
+    """PIL RGB image (or uint8 CHW tensor) -> normalised float CHW tensor.
+
+    Exactly resize_crop, then ToImage, then normalize: serving runs the same pieces, split
+    between the request thread and the batch.
+    """
+    return T.Compose([*resize_crop(image_size).transforms, T.ToImage(), *normalize().transforms])
+
+
+def to_pixels(image: Image.Image) -> torch.Tensor:
+    """PIL RGB -> uint8 (H, W, C) tensor, one copy; a stack of them is a channels_last batch."""
+    width, height = image.size
+    return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(height, width, 3)
 
 
 def train_transform(image_size: int = 224) -> T.Compose:

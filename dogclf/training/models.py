@@ -6,6 +6,9 @@ rebuild the network inside the SageMaker container; stdlib, torch and torchvisio
 
 from __future__ import annotations
 
+import contextlib
+import socket
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -23,6 +26,23 @@ TORCHVISION_ARCHS = (
     "convnext_tiny",
 )
 ARCHS = (*TORCHVISION_ARCHS, "tiny_cnn")
+
+
+# torch.hub downloads without a timeout: on a network that drops packets that would hang.
+DOWNLOAD_TIMEOUT_S = 30.0
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float | None) -> Iterator[None]:
+    if seconds is None:
+        yield
+        return
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -85,8 +105,9 @@ def build_model(
         if pretrained:
             weights = torchvision.models.get_model_weights(arch).DEFAULT
         try:
-            model = torchvision.models.get_model(arch, weights=weights)
-        except (OSError, RuntimeError) as exc:  # URLError is an OSError
+            with _socket_timeout(DOWNLOAD_TIMEOUT_S if pretrained else None):
+                model = torchvision.models.get_model(arch, weights=weights)
+        except (OSError, RuntimeError) as exc:  # URLError and socket timeouts are OSErrors
             raise PretrainedWeightsError(
                 f"cannot load ImageNet weights for {arch} ({exc}); set pretrained = false, "
                 "or pre-fill the torch hub cache (TORCH_HOME) on a machine with network"

@@ -1,0 +1,373 @@
+"""`dogclf serve` throughput against the model's forward pass and a reference-style server.
+
+In one run, on generated 300-700 px JPEGs and resnet50 (random weights, 133 classes):
+  forward-only  the classifier's forward pass alone on preprocessed tensors, best batch size
+  serve         a real `dogclf serve` process, N concurrent keep-alive clients posting JPEGs
+  baseline      a server written like the reference project: per request PIL Resize((224,224))
+                + ToTensor + Normalize, batch 1, model called from every request thread
+Targets (issue 4, 2-core CPU): serve >= 0.85 x forward-only and >= 1.6 x baseline.
+
+Run: python bench/serve_throughput.py [--requests 192] [--clients 16] [--arch resnet50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import queue
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+FORWARD_TARGET = 0.85
+BASELINE_TARGET = 1.6
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def make_inputs(root: Path, count: int) -> list[bytes]:
+    from dogclf.training.synthetic import make_dataset
+
+    per_class = max(3, -(-count // 4))
+    make_dataset(root / "images", classes=4, per_class=per_class, size_range=(300, 700), seed=1)
+    files = sorted((root / "images").rglob("*.jpg"))[:count]
+    return [f.read_bytes() for f in files]
+
+
+def make_model(root: Path, arch: str, classes: int = 133, image_size: int = 224) -> Path:
+    import torch
+
+    from dogclf.training.models import build_model
+
+    torch.manual_seed(0)
+    model_dir = root / "model"
+    model_dir.mkdir()
+    net = build_model(arch, classes, pretrained=False)
+    torch.save(
+        {
+            "format_version": 1,
+            "arch": arch,
+            "num_classes": classes,
+            "image_size": image_size,
+            "state_dict": net.state_dict(),
+        },
+        model_dir / "model.pt",
+    )
+    (model_dir / "labels.json").write_text(json.dumps([f"breed_{i:03d}" for i in range(classes)]))
+    return model_dir
+
+
+# ---------------------------------------------------------------- forward-only
+
+
+# ---------------------------------------------------------------- load generator
+
+
+def run_load(
+    port: int, images: Sequence[bytes], requests: int, clients: int, warmup: int
+) -> dict[str, Any]:
+    """`clients` threads with keep-alive connections POST JPEGs to /invocations."""
+    work: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+    for i in range(warmup + requests):
+        work.put(i)
+    for _ in range(clients):
+        work.put(None)
+    latencies: list[float] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+    timed_start = threading.Event()
+    start_time = [0.0]
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        while (i := work.get()) is not None:
+            body = images[i % len(images)]
+            t0 = time.perf_counter()
+            conn.request("POST", "/invocations", body=body, headers={"Content-Type": "image/jpeg"})
+            resp = conn.getresponse()
+            payload = resp.read()
+            elapsed = time.perf_counter() - t0
+            if resp.status != 200:
+                with lock:
+                    failures.append(f"{resp.status}: {payload[:200]!r}")
+            if i >= warmup:
+                with lock:
+                    if not timed_start.is_set():
+                        timed_start.set()
+                        start_time[0] = t0
+                    latencies.append(elapsed)
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start_time[0]
+    return {
+        "images_per_s": len(latencies) / wall,
+        "latencies_ms": [1000 * x for x in latencies],
+        "failures": failures,
+    }
+
+
+# ---------------------------------------------------------------- servers
+
+
+def start_process(cmd: list[str], ready_marker: str) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if ready_marker in line:
+            port = int(line.rsplit(":", 1)[1].split()[0].strip("/"))
+            return proc, port
+    raise RuntimeError(f"{cmd[0]} exited before it was ready (code {proc.wait()})")
+
+
+def stop_process(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def serve_dogclf(model_dir: Path, args: argparse.Namespace) -> tuple[subprocess.Popen[str], int]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "dogclf",
+        "serve",
+        str(model_dir),
+        "--port",
+        "0",
+        "--max-batch-size",
+        str(args.max_batch_size),
+        "--max-batch-wait-ms",
+        str(args.max_batch_wait_ms),
+    ]
+    if args.decode_threads:
+        cmd += ["--decode-threads", str(args.decode_threads)]
+    return start_process(cmd, "Serving ")
+
+
+def baseline_server(model_dir: Path, port: int) -> None:
+    """The reference project's serving path: fixed-size resize, batch 1, no batching."""
+    import torch
+    from PIL import Image
+    from torchvision import transforms
+
+    from dogclf.training.models import build_model
+
+    checkpoint = torch.load(model_dir / "model.pt", weights_only=True)
+    labels = json.loads((model_dir / "labels.json").read_text())
+    model = build_model(checkpoint["arch"], checkpoint["num_classes"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.eval()
+    transform = transforms.Compose(
+        [
+            transforms.Resize((224, 224)),
+            transforms.ToTensor(),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            image = Image.open(io.BytesIO(body)).convert("RGB")
+            with torch.no_grad():
+                output = model(transform(image).unsqueeze(0))
+            probs = torch.softmax(output, dim=1)[0]
+            values, indices = probs.topk(5)
+            answer = json.dumps(
+                {
+                    "predictions": [
+                        {"label": labels[i], "index": i, "probability": p}
+                        for p, i in zip(values.tolist(), indices.tolist(), strict=True)
+                    ]
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    ThreadingHTTPServer.request_queue_size = 1024
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    httpd.daemon_threads = True
+    with torch.no_grad():  # warm-up, as dogclf serve does
+        model(torch.zeros(1, 3, 224, 224))
+    print(f"Baseline on http://127.0.0.1:{httpd.server_address[1]}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=httpd.shutdown).start())
+    httpd.serve_forever()
+
+
+# ---------------------------------------------------------------- main
+
+
+def get_stats(port: int) -> dict[str, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/stats")
+    stats: dict[str, Any] = json.loads(conn.getresponse().read())
+    conn.close()
+    return stats
+
+
+def forward_round(model_dir: Path, images: Sequence[bytes], batch_size: int) -> Any:
+    """A closure timing one pass over the images at `batch_size` (classifier loaded once)."""
+
+    from dogclf.serving.inference import load_classifier
+
+    classifier = load_classifier(model_dir)
+    pixels = [classifier.prepare(data) for data in images]
+    # Normalised float batches, ready for the network: the forward pass alone is timed.
+    batches = [
+        classifier.to_batch(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)
+    ]
+    classifier.forward(batches[0])
+
+    def run() -> float:
+        started = time.perf_counter()
+        for batch in batches:
+            classifier.forward(batch)
+        return len(pixels) / (time.perf_counter() - started)
+
+    return run
+
+
+def summarize(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+    latencies = sorted(ms for r in results for ms in r["latencies_ms"])
+    return {
+        "name": name,
+        "images_per_s": statistics.median(r["images_per_s"] for r in results),
+        "p50_ms": statistics.median(latencies),
+        "p99_ms": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+        "failures": [f for r in results for f in r["failures"]],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--arch", default="resnet50")
+    parser.add_argument("--images", type=int, default=64, help="distinct generated JPEGs")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved measurement rounds")
+    parser.add_argument("--requests", type=int, default=64, help="timed requests per round")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--batch-sizes", default="4,8,16", help="forward-only batch sizes")
+    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument("--max-batch-wait-ms", type=float, default=5.0)
+    parser.add_argument("--decode-threads", type=int, default=None)
+    parser.add_argument(
+        "--baseline-server", nargs=2, metavar=("MODEL_DIR", "PORT"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.baseline_server:
+        baseline_server(Path(args.baseline_server[0]), int(args.baseline_server[1]))
+        return 0
+
+    import torch
+
+    print(
+        f"{args.arch}, {args.images} JPEGs of 300-700 px, {args.clients} clients, "
+        f"{args.rounds} rounds x {args.requests} requests; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f} at start",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory(prefix="dogclf-bench-") as tmp:
+        root = Path(tmp)
+        images = make_inputs(root, args.images)
+        model_dir = make_model(root, args.arch)
+        # Which batch size suits the bare forward pass best (a short scan, then kept).
+        sizes = [int(b) for b in args.batch_sizes.split(",")]
+        scan = {bs: forward_round(model_dir, images, bs) for bs in sizes}
+        rates = {bs: max(run() for _ in range(2)) for bs, run in scan.items()}
+        best = max(rates, key=lambda b: rates[b])
+        print(
+            "  forward-only scan: " + ", ".join(f"batch {b}: {r:.2f}/s" for b, r in rates.items())
+        )
+        forward_run = scan[best]
+
+        serve_proc, serve_port = serve_dogclf(model_dir, args)
+        base_proc, base_port = start_process(
+            [sys.executable, __file__, "--baseline-server", str(model_dir), "0"], "Baseline on"
+        )
+        forward: list[float] = []
+        serve: list[dict[str, Any]] = []
+        base: list[dict[str, Any]] = []
+        try:
+            # Interleaved rounds: the machine's other load hits all three alike.
+            for r in range(args.rounds):
+                forward.append(statistics.median(forward_run() for _ in range(2)))
+                serve.append(
+                    run_load(serve_port, images, args.requests, args.clients, args.clients)
+                )
+                base.append(run_load(base_port, images, args.requests, args.clients, args.clients))
+                print(
+                    f"  round {r + 1}: forward-only {forward[-1]:.2f}/s, serve "
+                    f"{serve[-1]['images_per_s']:.2f}/s, baseline {base[-1]['images_per_s']:.2f}/s, "
+                    f"load average {os.getloadavg()[0]:.2f}",
+                    flush=True,
+                )
+            batching = get_stats(serve_port)["batching"]
+        finally:
+            stop_process(serve_proc)
+            stop_process(base_proc)
+
+    s, b = summarize("dogclf serve", serve), summarize("baseline (reference-style)", base)
+    vs_forward = statistics.median(
+        x["images_per_s"] / f for x, f in zip(serve, forward, strict=True)
+    )
+    vs_base = statistics.median(
+        x["images_per_s"] / y["images_per_s"] for x, y in zip(serve, base, strict=True)
+    )
+    print()
+    print(f"{'path (median of rounds)':<30}{'images/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    print(f"{f'forward-only (batch {best})':<30}{statistics.median(forward):>10.2f}")
+    for row in (s, b):
+        print(
+            f"{row['name']:<30}{row['images_per_s']:>10.2f}{row['p50_ms']:>10.0f}{row['p99_ms']:>10.0f}"
+        )
+    print(
+        f"serve batches: mean {batching['mean_batch']}, largest {batching['largest_batch']} "
+        f"(max {args.max_batch_size}, wait {args.max_batch_wait_ms:g} ms)"
+    )
+    ok_f, ok_b = vs_forward >= FORWARD_TARGET, vs_base >= BASELINE_TARGET
+    print(
+        f"serve / forward-only : {vs_forward:.2f}x (target >= {FORWARD_TARGET}) {'OK' if ok_f else 'BELOW TARGET'}"
+    )
+    print(
+        f"serve / baseline     : {vs_base:.2f}x (target >= {BASELINE_TARGET}) {'OK' if ok_b else 'BELOW TARGET'}"
+    )
+    print(
+        f"load average at end  : {os.getloadavg()[0]:.2f} (other work on this machine skews all figures)"
+    )
+    failures = s["failures"] + b["failures"]
+    if failures:
+        print(f"{len(failures)} failed requests, e.g. {failures[0]}")
+        return 1
+    return 0 if ok_f and ok_b else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Endpoint auto-scaling: a scalable target on the variant's DesiredInstanceCount and a
+target-tracking policy on SageMakerVariantInvocationsPerInstance.
+
+Both calls are upserts in Application Auto Scaling, so an update is the same call with new
+numbers; the plan compares what is registered with the config to say create / update /
+no-op.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dogclf.aws.endpoints import describe_endpoint
+from dogclf.aws.session import AwsContext, aws_errors, call, get_or_none
+from dogclf.errors import NotFoundError
+from dogclf.plan import Action, Plan, Step
+
+if TYPE_CHECKING:
+    from dogclf.config import DogclfConfig
+
+NAMESPACE = "sagemaker"
+DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+METRIC = "SageMakerVariantInvocationsPerInstance"
+
+
+def resource_id(cfg: DogclfConfig) -> str:
+    return cfg.names.scalable_resource_id(cfg.endpoint.variant_name)
+
+
+def policy_configuration(cfg: DogclfConfig) -> dict[str, Any]:
+    a = cfg.autoscaling
+    return {
+        "TargetValue": float(a.target_invocations_per_instance),
+        "PredefinedMetricSpecification": {"PredefinedMetricType": METRIC},
+        "ScaleInCooldown": a.scale_in_cooldown,
+        "ScaleOutCooldown": a.scale_out_cooldown,
+        "DisableScaleIn": False,
+    }
+
+
+def current_target(ctx: AwsContext, cfg: DogclfConfig) -> dict[str, Any] | None:
+    with aws_errors("describe the endpoint's scalable target"):
+        found = ctx.client("application-autoscaling").describe_scalable_targets(
+            ServiceNamespace=NAMESPACE, ResourceIds=[resource_id(cfg)], ScalableDimension=DIMENSION
+        )["ScalableTargets"]
+    return found[0] if found else None
+
+
+def current_policy(ctx: AwsContext, cfg: DogclfConfig) -> dict[str, Any] | None:
+    with aws_errors("describe the endpoint's scaling policy"):
+        found = ctx.client("application-autoscaling").describe_scaling_policies(
+            ServiceNamespace=NAMESPACE,
+            ResourceId=resource_id(cfg),
+            ScalableDimension=DIMENSION,
+            PolicyNames=[cfg.names.scaling_policy],
+        )["ScalingPolicies"]
+    return found[0] if found else None
+
+
+def _policy_differences(current: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    have = current.get("TargetTrackingScalingPolicyConfiguration", {})
+    changes = []
+    for key in ("TargetValue", "ScaleInCooldown", "ScaleOutCooldown"):
+        if have.get(key) is None or float(have[key]) != float(wanted[key]):
+            changes.append(f"{key} {have.get(key)} -> {wanted[key]}")
+    metric = have.get("PredefinedMetricSpecification", {}).get("PredefinedMetricType")
+    if metric != METRIC:
+        changes.append(f"metric {metric} -> {METRIC}")
+    if bool(have.get("DisableScaleIn", False)):
+        changes.append("DisableScaleIn true -> false")
+    return changes
+
+
+def plan_scale(plan: Plan, ctx: AwsContext, cfg: DogclfConfig) -> None:
+    endpoint = describe_endpoint(ctx, cfg.names.endpoint)
+    if endpoint is None:
+        raise NotFoundError(
+            f"endpoint {cfg.names.endpoint} does not exist", "run `dogclf deploy` first"
+        )
+    variants = [v["VariantName"] for v in endpoint.get("ProductionVariants", [])]
+    if variants and cfg.endpoint.variant_name not in variants:
+        raise NotFoundError(
+            f"endpoint {cfg.names.endpoint} has no variant {cfg.endpoint.variant_name!r} "
+            f"(it has {', '.join(variants)})",
+            "run `dogclf deploy` so the endpoint matches endpoint.variant_name",
+        )
+    aas = ctx.client("application-autoscaling")
+    rid, a = resource_id(cfg), cfg.autoscaling
+    bounds = f"{a.min_instances}..{a.max_instances} instances"
+
+    def register(with_tags: bool) -> Any:
+        kwargs: dict[str, Any] = {
+            "ServiceNamespace": NAMESPACE,
+            "ResourceId": rid,
+            "ScalableDimension": DIMENSION,
+            "MinCapacity": a.min_instances,
+            "MaxCapacity": a.max_instances,
+        }
+        if with_tags:  # tags go on at registration; a later update keeps them
+            kwargs["Tags"] = dict(cfg.tags)
+        return call(f"register scalable target {rid}", aas.register_scalable_target, **kwargs)
+
+    target = current_target(ctx, cfg)
+    if target is None:
+        plan.add(Action.CREATE, "scalable target", rid, bounds, lambda: register(True))
+    elif (target["MinCapacity"], target["MaxCapacity"]) != (a.min_instances, a.max_instances):
+        plan.add(
+            Action.UPDATE,
+            "scalable target",
+            rid,
+            f"{target['MinCapacity']}..{target['MaxCapacity']} -> {bounds}",
+            lambda: register(False),
+        )
+    else:
+        plan.add(Action.NOOP, "scalable target", rid, bounds)
+
+    wanted = policy_configuration(cfg)
+    summary = (
+        f"target {wanted['TargetValue']:g} invocations/instance/min, cooldowns "
+        f"in {a.scale_in_cooldown} s / out {a.scale_out_cooldown} s"
+    )
+
+    def put() -> Any:
+        return call(
+            f"put scaling policy {cfg.names.scaling_policy}",
+            aas.put_scaling_policy,
+            PolicyName=cfg.names.scaling_policy,
+            ServiceNamespace=NAMESPACE,
+            ResourceId=rid,
+            ScalableDimension=DIMENSION,
+            PolicyType="TargetTrackingScaling",
+            TargetTrackingScalingPolicyConfiguration=wanted,
+        )
+
+    policy = current_policy(ctx, cfg) if target is not None else None
+    if policy is None:
+        plan.add(Action.CREATE, "scaling policy", cfg.names.scaling_policy, summary, put)
+    else:
+        changes = _policy_differences(policy, wanted)
+        if changes:
+            plan.add(
+                Action.UPDATE, "scaling policy", cfg.names.scaling_policy, "; ".join(changes), put
+            )
+        else:
+            plan.add(Action.NOOP, "scaling policy", cfg.names.scaling_policy, summary)
+
+
+def delete_steps(ctx: AwsContext, cfg: DogclfConfig) -> list[Step]:
+    """Policy, then target (AWS drops a target's policies with it; moto does not)."""
+    aas = ctx.client("application-autoscaling")
+    rid = resource_id(cfg)
+    steps = []
+    policy = current_policy(ctx, cfg)
+    if policy is not None:
+        steps.append(
+            Step(
+                Action.DELETE,
+                "scaling policy",
+                cfg.names.scaling_policy,
+                "target tracking on invocations",
+                lambda: get_or_none(
+                    "delete the scaling policy",
+                    aas.delete_scaling_policy,
+                    PolicyName=cfg.names.scaling_policy,
+                    ServiceNamespace=NAMESPACE,
+                    ResourceId=rid,
+                    ScalableDimension=DIMENSION,
+                ),
+            )
+        )
+    target = current_target(ctx, cfg)
+    if target is not None:
+        steps.append(
+            Step(
+                Action.DELETE,
+                "scalable target",
+                rid,
+                f"{target['MinCapacity']}..{target['MaxCapacity']} instances",
+                lambda: get_or_none(
+                    "deregister the scalable target",
+                    aas.deregister_scalable_target,
+                    ServiceNamespace=NAMESPACE,
+                    ResourceId=rid,
+                    ScalableDimension=DIMENSION,
+                ),
+            )
+        )
+    return steps

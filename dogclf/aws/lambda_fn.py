@@ -1,0 +1,745 @@
+"""The Lambda function: deterministic zip, create/update, version, alias, concurrency, URL.
+
+`plan_deploy` reads what exists (read-only calls) and returns a Plan whose steps make it
+match the config; an unchanged function plans only no-ops: the zip is byte-for-byte the
+same for the same source (sorted entries, fixed timestamps and modes), so its CodeSha256
+matches and nothing is uploaded or published. `describe` and `delete_steps` serve
+`status` and `teardown`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import botocore.exceptions
+
+from dogclf import render
+from dogclf.aws import iam
+from dogclf.aws.polling import wait_until
+from dogclf.aws.session import AwsContext, aws_errors, call, error_code, get_or_none
+from dogclf.errors import ResourceFailedError
+from dogclf.plan import Action, Plan, Step
+
+if TYPE_CHECKING:
+    from dogclf.config import DogclfConfig
+
+HANDLER_DIR = Path(__file__).resolve().parent.parent / "lambda_handler"
+PACKAGE = "lambda_handler"  # the folder name inside the zip
+HANDLER = f"{PACKAGE}.handler.handler"
+ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can hold: no build-time leak
+DESCRIPTION = "dogclf: top-k dog breeds from the SageMaker endpoint"
+POLL_INTERVAL = 5.0
+FUNCTION_WAIT_S = 300.0
+PROVISIONED_WAIT_S = 900.0
+URL_PERMISSION_SID = "dogclf-function-url-public"
+PC_NOT_FOUND = "ProvisionedConcurrencyConfigNotFoundException"
+
+
+# ---------------------------------------------------------------- the code bundle
+
+
+def build_zip(source: Path = HANDLER_DIR) -> bytes:
+    """The handler package as a zip that depends only on the files' names and bytes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(source.glob("*.py")):
+            info = zipfile.ZipInfo(f"{PACKAGE}/{path.name}", date_time=ZIP_TIMESTAMP)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.create_system = 3  # unix, so the mode bits below mean the same everywhere
+            info.external_attr = 0o100644 << 16
+            archive.writestr(info, path.read_bytes(), compresslevel=9)
+    return buffer.getvalue()
+
+
+def code_sha256(data: bytes) -> str:
+    """The digest Lambda reports as CodeSha256: base64 of the SHA-256 of the zip."""
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+# ---------------------------------------------------------------- what the config asks for
+
+
+def handler_environment(cfg: DogclfConfig) -> dict[str, str]:
+    """What lambda_handler/handler.py reads from its environment."""
+    section = cfg.lambda_
+    env = {
+        "ENDPOINT_NAME": cfg.names.endpoint,
+        "TOP_K": str(section.top_k),
+        "MAX_PAYLOAD_BYTES": str(int(section.max_payload_mb * 1024 * 1024)),
+        # Two attempts must fit in the function's timeout, with a second to answer 504.
+        "ENDPOINT_TIMEOUT_S": str(max(1, (section.timeout_s - 1) // 2)),
+        "ENDPOINT_MAX_ATTEMPTS": "2",
+    }
+    if section.s3_input:
+        env["ALLOWED_S3_PREFIX"] = cfg.s3_prefix("data") + "/"
+    return env
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str
+    zip_bytes: bytes = field(repr=False)
+    sha256: str
+    configuration: dict[str, Any]  # the fields update_function_configuration takes
+    architecture: str
+    tags: dict[str, str]
+
+
+def function_spec(cfg: DogclfConfig, role_arn: str) -> FunctionSpec:
+    data = build_zip()
+    section = cfg.lambda_
+    return FunctionSpec(
+        name=cfg.names.lambda_function,
+        zip_bytes=data,
+        sha256=code_sha256(data),
+        configuration={
+            "Role": role_arn,
+            "Handler": HANDLER,
+            "Runtime": section.runtime,
+            "MemorySize": section.memory_mb,
+            "Timeout": section.timeout_s,
+            "Description": DESCRIPTION,
+            "Environment": {"Variables": handler_environment(cfg)},
+        },
+        architecture=section.architecture,
+        tags=cfg.tags,
+    )
+
+
+def config_changes(current: dict[str, Any], spec: FunctionSpec) -> list[str]:
+    """Names of the configuration fields that differ from the spec."""
+    changed = [
+        key
+        for key, want in spec.configuration.items()
+        if key != "Environment" and current.get(key) != want
+    ]
+    have_env = (current.get("Environment") or {}).get("Variables") or {}
+    if have_env != spec.configuration["Environment"]["Variables"]:
+        changed.append("Environment")
+    return changed
+
+
+def code_changes(current: dict[str, Any], spec: FunctionSpec) -> list[str]:
+    changed = []
+    if current.get("CodeSha256") != spec.sha256:
+        changed.append("code")
+    if (current.get("Architectures") or ["x86_64"]) != [spec.architecture]:
+        changed.append("architecture")
+    return changed
+
+
+# ---------------------------------------------------------------- what exists
+
+
+@dataclass
+class Deployed:
+    """A read-only snapshot of the function and everything hanging off it."""
+
+    function: dict[str, Any] | None = None  # get_function's Configuration
+    tags: dict[str, str] = field(default_factory=dict)
+    versions: list[dict[str, Any]] = field(default_factory=list)  # published, oldest first
+    alias: dict[str, Any] | None = None
+    reserved: int | None = None
+    provisioned: dict[str, Any] | None = None
+    url: dict[str, Any] | None = None
+
+    @property
+    def latest_version(self) -> dict[str, Any] | None:
+        return self.versions[-1] if self.versions else None
+
+
+def read_deployed(ctx: AwsContext, cfg: DogclfConfig) -> Deployed:
+    lam = ctx.client("lambda")
+    name, alias = cfg.names.lambda_function, cfg.lambda_.alias
+    found = get_or_none(f"read Lambda function {name}", lam.get_function, FunctionName=name)
+    if found is None:
+        return Deployed()
+    state = Deployed(function=found["Configuration"], tags=found.get("Tags") or {})
+    state.reserved = (found.get("Concurrency") or {}).get("ReservedConcurrentExecutions")
+    with aws_errors(f"list the versions of {name}"):
+        pages = lam.get_paginator("list_versions_by_function").paginate(FunctionName=name)
+        versions = [v for page in pages for v in page["Versions"] if v["Version"] != "$LATEST"]
+    state.versions = sorted(versions, key=lambda v: int(v["Version"]))
+    state.alias = get_or_none(
+        f"read alias {alias} of {name}", lam.get_alias, FunctionName=name, Name=alias
+    )
+    if state.alias is not None:
+        state.provisioned = _provisioned(lam, name, alias)
+        state.url = get_or_none(
+            f"read the function URL of {name}",
+            lam.get_function_url_config,
+            FunctionName=name,
+            Qualifier=alias,
+        )
+    return state
+
+
+def _provisioned(lam: Any, name: str, qualifier: str) -> dict[str, Any] | None:
+    try:
+        found: dict[str, Any] = lam.get_provisioned_concurrency_config(
+            FunctionName=name, Qualifier=qualifier
+        )
+        return found
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) in (PC_NOT_FOUND, "ResourceNotFoundException"):
+            return None
+        with aws_errors(f"read provisioned concurrency of {name}:{qualifier}"):
+            raise
+
+
+def same_build(version: dict[str, Any], spec: FunctionSpec) -> bool:
+    """A published version is what the spec asks for: same code and configuration."""
+    return not code_changes(version, spec) and not config_changes(version, spec)
+
+
+# ---------------------------------------------------------------- the plan
+
+
+@dataclass
+class _Target:
+    """What earlier steps learn while applying (the version they published)."""
+
+    version: str | None = None
+
+
+def plan_deploy(
+    ctx: AwsContext, cfg: DogclfConfig, *, poll_interval: float = POLL_INTERVAL
+) -> Plan:
+    plan = Plan(f"lambda-deploy {cfg.names.lambda_function} ({cfg.stage})")
+    role_arn = iam.plan_role(ctx, cfg, plan)
+    spec = function_spec(cfg, role_arn)
+    state = read_deployed(ctx, cfg)
+    lam = ctx.client("lambda")
+    target = _Target()
+    function_changed = _plan_function(plan, lam, spec, state, poll_interval)
+    _plan_version(plan, lam, spec, state, target, function_changed, poll_interval)
+    alias_moves = _plan_alias(plan, lam, cfg, state, target)
+    _plan_concurrency(plan, lam, cfg, state, alias_moves, poll_interval)
+    _plan_url(plan, lam, cfg, state)
+    return plan
+
+
+def _plan_function(
+    plan: Plan, lam: Any, spec: FunctionSpec, state: Deployed, poll_interval: float
+) -> bool:
+    name = spec.name
+    if state.function is None:
+
+        def create() -> None:
+            with aws_errors(f"create Lambda function {name}"):
+                iam.retry_while_role_propagates(
+                    lambda: lam.create_function(
+                        FunctionName=name,
+                        Code={"ZipFile": spec.zip_bytes},
+                        Architectures=[spec.architecture],
+                        PackageType="Zip",
+                        Tags=spec.tags,
+                        **spec.configuration,
+                    ),
+                    poll_interval=poll_interval,
+                )
+            wait_function_ready(lam, name, poll_interval=poll_interval)
+
+        size_kb = len(spec.zip_bytes) / 1024
+        plan.add(
+            Action.CREATE,
+            "lambda function",
+            name,
+            f"{spec.configuration['Runtime']} {spec.architecture}, "
+            f"{spec.configuration['MemorySize']} MB, {size_kb:.1f} KB zip",
+            create,
+        )
+        return True
+    arn = state.function["FunctionArn"]
+    code = code_changes(state.function, spec)
+    config = config_changes(state.function, spec)
+    tags = {k: v for k, v in spec.tags.items() if state.tags.get(k) != v}
+    if not (code or config or tags):
+        plan.add(Action.NOOP, "lambda function", name, f"code {spec.sha256[:10]} unchanged")
+        return False
+
+    def update() -> None:
+        if code:
+            call(
+                f"upload the code of {name}",
+                lam.update_function_code,
+                FunctionName=name,
+                ZipFile=spec.zip_bytes,
+                Architectures=[spec.architecture],
+            )
+            wait_function_ready(lam, name, poll_interval=poll_interval)
+        if config:
+            with aws_errors(f"update the configuration of {name}"):
+                iam.retry_while_role_propagates(
+                    lambda: lam.update_function_configuration(
+                        FunctionName=name, **spec.configuration
+                    ),
+                    poll_interval=poll_interval,
+                )
+            wait_function_ready(lam, name, poll_interval=poll_interval)
+        if tags:
+            call(f"tag {name}", lam.tag_resource, Resource=arn, Tags=tags)
+
+    what = code + [c.lower() for c in config] + (["tags"] if tags else [])
+    plan.add(Action.UPDATE, "lambda function", name, "change " + ", ".join(what), update)
+    return bool(code or config)
+
+
+def _plan_version(
+    plan: Plan,
+    lam: Any,
+    spec: FunctionSpec,
+    state: Deployed,
+    target: _Target,
+    function_changed: bool,
+    poll_interval: float,
+) -> None:
+    latest = state.latest_version
+    if not function_changed and latest is not None and same_build(latest, spec):
+        target.version = latest["Version"]
+        plan.add(
+            Action.NOOP, "lambda version", spec.name, f"version {latest['Version']} is current"
+        )
+        return
+
+    def publish() -> None:
+        published = call(
+            f"publish a version of {spec.name}",
+            lam.publish_version,
+            FunctionName=spec.name,
+            CodeSha256=spec.sha256,  # refuses to publish code other than what was planned
+        )
+        target.version = published["Version"]
+        wait_function_ready(lam, spec.name, qualifier=target.version, poll_interval=poll_interval)
+
+    after = f" (after {latest['Version']})" if latest else ""
+    plan.add(Action.CREATE, "lambda version", spec.name, f"publish a new version{after}", publish)
+
+
+def _plan_alias(plan: Plan, lam: Any, cfg: DogclfConfig, state: Deployed, target: _Target) -> bool:
+    """Returns whether the alias will point somewhere new (provisioned concurrency follows)."""
+    name, alias = cfg.names.lambda_function, cfg.lambda_.alias
+    current = state.alias
+    weights = ((current or {}).get("RoutingConfig") or {}).get("AdditionalVersionWeights")
+    if current is not None and target.version == current["FunctionVersion"] and not weights:
+        plan.add(Action.NOOP, "lambda alias", f"{name}:{alias}", f"-> version {target.version}")
+        return False
+
+    def point() -> None:
+        assert target.version is not None  # the version step ran first
+        if current is None:
+            call(
+                f"create alias {alias}",
+                lam.create_alias,
+                FunctionName=name,
+                Name=alias,
+                FunctionVersion=target.version,
+            )
+        else:
+            call(
+                f"point alias {alias} at version {target.version}",
+                lam.update_alias,
+                FunctionName=name,
+                Name=alias,
+                FunctionVersion=target.version,
+                RoutingConfig={"AdditionalVersionWeights": {}},
+            )
+
+    to = f"version {target.version}" if target.version else "the new version"
+    was = f" (was {current['FunctionVersion']})" if current else ""
+    plan.add(
+        Action.CREATE if current is None else Action.UPDATE,
+        "lambda alias",
+        f"{name}:{alias}",
+        f"-> {to}{was}",
+        point,
+    )
+    return True
+
+
+def _plan_concurrency(
+    plan: Plan,
+    lam: Any,
+    cfg: DogclfConfig,
+    state: Deployed,
+    alias_moves: bool,
+    poll_interval: float,
+) -> None:
+    """Reserved (function-wide cap) and provisioned (pre-warmed, on the alias).
+
+    Provisioned must stay <= reserved at every moment, so a shrinking provisioned setting
+    is applied before the reserved one and a growing one after it.
+    """
+    have = state.provisioned
+    have_n = int(have["RequestedProvisionedConcurrentExecutions"]) if have else 0
+    provisioned = _provisioned_step(lam, cfg, have, alias_moves, poll_interval)
+    reserved = _reserved_step(lam, cfg, state.reserved)
+    shrinking = cfg.lambda_.provisioned_concurrency < have_n
+    ordered = [provisioned, reserved] if shrinking else [reserved, provisioned]
+    plan.steps.extend(step for step in ordered if step is not None)
+
+
+def _provisioned_step(
+    lam: Any,
+    cfg: DogclfConfig,
+    have: dict[str, Any] | None,
+    alias_moves: bool,
+    poll_interval: float,
+) -> Step | None:
+    name, alias = cfg.names.lambda_function, cfg.lambda_.alias
+    label, want = f"{name}:{alias}", cfg.lambda_.provisioned_concurrency
+    have_n = int(have["RequestedProvisionedConcurrentExecutions"]) if have else 0
+    if want == 0:
+        if not have:
+            return None
+        return Step(
+            Action.DELETE,
+            "provisioned concurrency",
+            label,
+            f"remove {have_n} pre-warmed environments",
+            lambda: call(
+                "delete provisioned concurrency",
+                lam.delete_provisioned_concurrency_config,
+                FunctionName=name,
+                Qualifier=alias,
+            ),
+        )
+    if have and have_n == want and not alias_moves and have["Status"] == "READY":
+        return Step(Action.NOOP, "provisioned concurrency", label, f"{want}, READY")
+
+    def provision() -> None:
+        # Moving the alias re-provisions the same count by itself: then only wait.
+        if have_n != want:
+            call(
+                f"set provisioned concurrency {want} on {label}",
+                lam.put_provisioned_concurrency_config,
+                FunctionName=name,
+                Qualifier=alias,
+                ProvisionedConcurrentExecutions=want,
+            )
+        wait_provisioned_ready(lam, name, alias, poll_interval=poll_interval)
+
+    message = f"{want} pre-warmed environments, wait for READY"
+    return Step(
+        Action.CREATE if have is None else Action.UPDATE,
+        "provisioned concurrency",
+        label,
+        f"{have_n} -> {message}" if have else message,
+        provision,
+    )
+
+
+def _reserved_step(lam: Any, cfg: DogclfConfig, have: int | None) -> Step:
+    name, want = cfg.names.lambda_function, cfg.lambda_.reserved_concurrency
+    if want == have:
+        shown = "account pool" if want is None else str(want)
+        return Step(Action.NOOP, "reserved concurrency", name, shown)
+    if want is None:
+        return Step(
+            Action.DELETE,
+            "reserved concurrency",
+            name,
+            f"remove the cap of {have}: use the account pool",
+            lambda: call(
+                "remove reserved concurrency", lam.delete_function_concurrency, FunctionName=name
+            ),
+        )
+    return Step(
+        Action.CREATE if have is None else Action.UPDATE,
+        "reserved concurrency",
+        name,
+        f"cap at {want}" + (f" (was {have})" if have is not None else ""),
+        lambda: call(
+            f"set reserved concurrency {want}",
+            lam.put_function_concurrency,
+            FunctionName=name,
+            ReservedConcurrentExecutions=want,
+        ),
+    )
+
+
+def _plan_url(plan: Plan, lam: Any, cfg: DogclfConfig, state: Deployed) -> None:
+    name, alias = cfg.names.lambda_function, cfg.lambda_.alias
+    want, auth = cfg.lambda_.function_url, cfg.lambda_.function_url_auth
+    current = state.url
+    label = f"{name}:{alias}"
+    if not want:
+        if current is not None:
+            plan.add(
+                Action.DELETE,
+                "function url",
+                label,
+                current["FunctionUrl"],
+                lambda: call(
+                    "delete the function URL",
+                    lam.delete_function_url_config,
+                    FunctionName=name,
+                    Qualifier=alias,
+                ),
+            )
+        return
+    if current is not None and current.get("AuthType") == auth:
+        plan.add(Action.NOOP, "function url", label, f"{current['FunctionUrl']} ({auth})")
+        return
+
+    def apply() -> None:
+        fn = lam.create_function_url_config if current is None else lam.update_function_url_config
+        call("configure the function URL", fn, FunctionName=name, Qualifier=alias, AuthType=auth)
+        _url_permission(lam, name, alias, public=auth == "NONE")
+
+    note = "public, no auth" if auth == "NONE" else "callers need lambda:InvokeFunctionUrl"
+    plan.add(
+        Action.CREATE if current is None else Action.UPDATE,
+        "function url",
+        label,
+        f"auth {auth} ({note})",
+        apply,
+    )
+
+
+def _url_permission(lam: Any, name: str, alias: str, *, public: bool) -> None:
+    """AuthType NONE needs a resource policy letting anyone invoke the URL; AWS_IAM must not."""
+    try:
+        if public:
+            lam.add_permission(
+                FunctionName=name,
+                Qualifier=alias,
+                StatementId=URL_PERMISSION_SID,
+                Action="lambda:InvokeFunctionUrl",
+                Principal="*",
+                FunctionUrlAuthType="NONE",
+            )
+        else:
+            lam.remove_permission(
+                FunctionName=name, Qualifier=alias, StatementId=URL_PERMISSION_SID
+            )
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) not in ("ResourceConflictException", "ResourceNotFoundException"):
+            with aws_errors("set the function URL permission"):
+                raise
+
+
+# ---------------------------------------------------------------- waiting
+
+
+def _function_status(config: dict[str, Any]) -> str:
+    state, update = config.get("State", "Active"), config.get("LastUpdateStatus", "Successful")
+    return "Failed" if "Failed" in (state, update) else f"{state}/{update}"
+
+
+def wait_function_ready(
+    lam: Any,
+    name: str,
+    *,
+    qualifier: str | None = None,
+    poll_interval: float = POLL_INTERVAL,
+    timeout: float = FUNCTION_WAIT_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Until the function (version) is Active and its last update Successful."""
+    extra = {"Qualifier": qualifier} if qualifier else {}
+    config: dict[str, Any] = wait_until(
+        lambda: call(
+            f"read the state of {name}", lam.get_function_configuration, FunctionName=name, **extra
+        ),
+        _function_status,
+        ("Active/Successful", "Failed"),
+        what=f"Lambda function {name}",
+        poll_interval=poll_interval,
+        timeout=timeout,
+        sleep=sleep,
+    )
+    if _function_status(config) == "Failed":
+        reason = config.get("StateReason") or config.get("LastUpdateStatusReason") or "unknown"
+        raise ResourceFailedError(
+            f"Lambda function {name} failed: {reason}",
+            "fix the cause above and run `dogclf lambda-deploy` again",
+        )
+    return config
+
+
+def wait_provisioned_ready(
+    lam: Any,
+    name: str,
+    qualifier: str,
+    *,
+    poll_interval: float = POLL_INTERVAL,
+    timeout: float = PROVISIONED_WAIT_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Until the alias's pre-warmed environments are all allocated (READY)."""
+    config = wait_until(
+        lambda: _provisioned(lam, name, qualifier),
+        lambda c: c["Status"] if c else "missing",
+        ("READY", "FAILED", "missing"),
+        what=f"provisioned concurrency on {name}:{qualifier}",
+        poll_interval=poll_interval,
+        timeout=timeout,
+        sleep=sleep,
+    )
+    if config is None or config["Status"] != "READY":
+        reason = (config or {}).get("StatusReason") or "the configuration disappeared"
+        raise ResourceFailedError(
+            f"provisioned concurrency on {name}:{qualifier} failed: {reason}",
+            "lower lambda.provisioned_concurrency or raise the account's concurrency quota",
+        )
+    return config
+
+
+# ---------------------------------------------------------------- status / teardown
+
+
+def describe(ctx: AwsContext, cfg: DogclfConfig) -> dict[str, Any] | None:
+    """What `status` shows for the function, or None when it does not exist."""
+    state = read_deployed(ctx, cfg)
+    if state.function is None:
+        return None
+    fn = state.function
+    return {
+        "name": fn["FunctionName"],
+        "arn": fn["FunctionArn"],
+        "state": fn.get("State", "Active"),
+        "runtime": fn.get("Runtime"),
+        "architecture": (fn.get("Architectures") or ["x86_64"])[0],
+        "memory_mb": fn.get("MemorySize"),
+        "code_sha256": fn.get("CodeSha256"),
+        "versions": [v["Version"] for v in state.versions],
+        "alias": state.alias
+        and {
+            "name": state.alias["Name"],
+            "version": state.alias["FunctionVersion"],
+            "arn": state.alias["AliasArn"],
+        },
+        "reserved_concurrency": state.reserved,
+        "provisioned_concurrency": state.provisioned
+        and {
+            "requested": state.provisioned["RequestedProvisionedConcurrentExecutions"],
+            "status": state.provisioned["Status"],
+        },
+        "url": state.url and state.url["FunctionUrl"],
+        "role": iam.describe_role(ctx, cfg),
+        "log_group": _log_group(ctx, cfg),
+    }
+
+
+def _log_group(ctx: AwsContext, cfg: DogclfConfig) -> str | None:
+    name = cfg.names.log_group
+    with aws_errors(f"look up log group {name}"):
+        groups = ctx.client("logs").describe_log_groups(logGroupNamePrefix=name)["logGroups"]
+    return name if any(g["logGroupName"] == name for g in groups) else None
+
+
+def delete_steps(ctx: AwsContext, cfg: DogclfConfig) -> list[Step]:
+    """Everything lambda-deploy made, in an order AWS accepts; empty when nothing exists."""
+    lam = ctx.client("lambda")
+    name, alias = cfg.names.lambda_function, cfg.lambda_.alias
+    state = read_deployed(ctx, cfg)
+    steps: list[Step] = []
+
+    def gone_ok(what: str, fn: Callable[..., Any], **kwargs: Any) -> Callable[[], Any]:
+        def run() -> Any:
+            try:
+                return fn(**kwargs)
+            except botocore.exceptions.ClientError as exc:
+                if error_code(exc) in (PC_NOT_FOUND, "ResourceNotFoundException"):
+                    return None  # already gone: a second teardown is a no-op
+                with aws_errors(what):
+                    raise
+
+        return run
+
+    target = dict(FunctionName=name, Qualifier=alias)
+    if state.provisioned:
+        steps.append(
+            Step(
+                Action.DELETE,
+                "provisioned concurrency",
+                f"{name}:{alias}",
+                f"{state.provisioned['RequestedProvisionedConcurrentExecutions']} environments",
+                gone_ok(
+                    "delete provisioned concurrency",
+                    lam.delete_provisioned_concurrency_config,
+                    **target,
+                ),
+            )
+        )
+    if state.url:
+        steps.append(
+            Step(
+                Action.DELETE,
+                "function url",
+                f"{name}:{alias}",
+                state.url["FunctionUrl"],
+                gone_ok("delete the function URL", lam.delete_function_url_config, **target),
+            )
+        )
+    if state.alias:
+        steps.append(
+            Step(
+                Action.DELETE,
+                "lambda alias",
+                f"{name}:{alias}",
+                f"-> version {state.alias['FunctionVersion']}",
+                gone_ok("delete the alias", lam.delete_alias, FunctionName=name, Name=alias),
+            )
+        )
+    if state.reserved is not None:
+        steps.append(
+            Step(
+                Action.DELETE,
+                "reserved concurrency",
+                name,
+                f"cap of {state.reserved}",
+                gone_ok(
+                    "remove reserved concurrency",
+                    lam.delete_function_concurrency,
+                    FunctionName=name,
+                ),
+            )
+        )
+    if state.function:
+        steps.append(
+            Step(
+                Action.DELETE,
+                "lambda function",
+                name,
+                f"and its {len(state.versions)} published version(s)",
+                gone_ok(f"delete Lambda function {name}", lam.delete_function, FunctionName=name),
+            )
+        )
+    group = _log_group(ctx, cfg)
+    if group:
+        logs = ctx.client("logs")
+        steps.append(
+            Step(
+                Action.DELETE,
+                "log group",
+                group,
+                "the function's logs",
+                gone_ok("delete the log group", logs.delete_log_group, logGroupName=group),
+            )
+        )
+    return steps + iam.role_delete_steps(ctx, cfg)
+
+
+def note_missing_endpoint(ctx: AwsContext, cfg: DogclfConfig) -> None:
+    """The function can deploy before the endpoint exists; say what it will answer then."""
+    endpoint = cfg.names.endpoint
+    found = get_or_none(
+        f"check endpoint {endpoint}",
+        ctx.client("sagemaker").describe_endpoint,
+        EndpointName=endpoint,
+    )
+    if found is None:
+        render.warn(
+            f"endpoint {endpoint} does not exist yet: the function answers 502 until "
+            "`dogclf deploy` creates it"
+        )

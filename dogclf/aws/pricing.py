@@ -1,0 +1,52 @@
+"""Instance prices per region from dogclf/data/prices.json (with its date and source).
+
+A region or instance type the file does not list has no price: callers show "unknown"
+rather than a guess.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Literal
+
+Usage = Literal["hosting", "training"]
+
+
+@dataclass(frozen=True)
+class PriceTable:
+    as_of: str
+    source: str
+    verified: bool
+    sagemaker: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    ec2: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def sagemaker_hourly(self, region: str, usage: Usage, instance_type: str) -> float | None:
+        return self.sagemaker.get(region, {}).get(usage, {}).get(instance_type)
+
+    def ec2_hourly(self, region: str, instance_type: str) -> float | None:
+        return self.ec2.get(region, {}).get(instance_type)
+
+    def provenance(self) -> dict[str, Any]:
+        return {"as_of": self.as_of, "source": self.source, "verified": self.verified}
+
+
+@lru_cache(maxsize=1)
+def load_prices() -> PriceTable:
+    text = resources.files("dogclf").joinpath("data/prices.json").read_text(encoding="utf-8")
+    data = json.loads(text)
+    return PriceTable(
+        as_of=data["as_of"],
+        source=data["source"],
+        verified=bool(data.get("verified", False)),
+        sagemaker=data.get("sagemaker", {}),
+        ec2=data.get("ec2", {}),
+    )
+
+
+def instances_cost(region: str, usage: Usage, instance_type: str, count: int) -> float | None:
+    """count x the hourly price, or None when the price is unknown."""
+    price = load_prices().sagemaker_hourly(region, usage, instance_type)
+    return None if price is None else price * count

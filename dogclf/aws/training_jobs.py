@@ -1,0 +1,317 @@
+"""SageMaker training jobs: the CreateTrainingJob request, the source upload, waiting.
+
+Why plain boto3 requests rather than the SDK's ModelTrainer (both were run against the
+emulator; the SDK's sources and open issues were read, see docs/decisions.md):
+- ModelTrainer (SDK v3) does not use the PyTorch container's `sagemaker_program` contract:
+  it uploads its own driver scripts per job (an `sm_drivers` channel, ~25 files including
+  the SDK's __pycache__) and replaces the entry point with `/bin/bash -c sm_train.sh`. The
+  job would then differ from what `train-sagemaker --local` rehearses.
+- It names jobs itself (base name + timestamp) and stages code under a per-job prefix, so
+  an unchanged source is uploaded again every run; we upload a content-addressed bundle.
+- Its HyperparameterTuner rebuilds the training definition and has lost ModelTrainer's
+  channels / container settings before (aws/sagemaker-python-sdk#5508, fixed by #5516;
+  #5184 for container mode is open).
+- It calls iam:SimulatePrincipalPolicy (one more permission; moto lacks it) and adds ~3 s
+  of imports. A dict we build is also what `--dry-run` prints and the tests read back.
+The SDK still resolves image URIs (dogclf/aws/images.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dogclf.aws.artifacts import LatestModel, parse_s3_uri, write_latest
+from dogclf.aws.cli_support import tag_list
+from dogclf.aws.logs import LogTail
+from dogclf.aws.polling import wait_until
+from dogclf.aws.session import AwsContext, aws_errors, call, get_or_none
+from dogclf.aws.source_bundle import ENTRY_SCRIPT, build_bundle
+from dogclf.errors import NotFoundError, ResourceFailedError
+from dogclf.plan import Action, Plan
+
+if TYPE_CHECKING:
+    from dogclf.config import DogclfConfig
+
+CHANNELS = ("train", "valid", "test")
+CHECKPOINT_DIR = "/opt/ml/checkpoints"
+VOLUME_GB = 30
+FINAL = {"Completed", "Failed", "Stopped"}
+REQUEST_TAG = "dogclf:request"  # digest of the request: a re-run follows the running twin
+
+
+def job_stamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+
+
+def data_channels(cfg: DogclfConfig) -> dict[str, str]:
+    return {name: cfg.s3_prefix("data", name) + "/" for name in CHANNELS}
+
+
+def check_data(ctx: AwsContext, cfg: DogclfConfig) -> None:
+    """Each channel's prefix holds at least one object (one cheap list call each)."""
+    s3 = ctx.client("s3")
+    missing = []
+    for name, uri in data_channels(cfg).items():
+        bucket, prefix = parse_s3_uri(uri)
+        page = get_or_none(
+            f"list {uri}", s3.list_objects_v2, Bucket=bucket, Prefix=prefix, MaxKeys=1
+        )
+        if not page or not page.get("KeyCount"):
+            missing.append(name)
+    if missing:
+        raise NotFoundError(
+            f"no training data under {cfg.s3_prefix('data')}/ for: {', '.join(missing)}",
+            "run `dogclf upload DATA_DIR` first",
+        )
+
+
+def plan_source(plan: Plan, ctx: AwsContext, cfg: DogclfConfig) -> str:
+    """Add the code bundle's step (upload or no-op); returns its S3 URI."""
+    from dogclf.training.params import ENTRY_MODULE
+
+    bundle = build_bundle(ENTRY_MODULE)
+    uri = cfg.s3_prefix("code", bundle.digest, "sourcedir.tar.gz")
+    bucket, key = parse_s3_uri(uri)
+    s3 = ctx.client("s3")
+    if get_or_none(f"check {uri}", s3.head_object, Bucket=bucket, Key=key) is not None:
+        plan.add(Action.NOOP, "training code", uri, f"{len(bundle.files)} files, unchanged")
+    else:
+        plan.add(
+            Action.CREATE,
+            "training code",
+            uri,
+            f"upload {len(bundle.files)} files ({len(bundle.data) // 1024} KiB)",
+            lambda: call(
+                f"upload {uri}",
+                s3.put_object,
+                Bucket=bucket,
+                Key=key,
+                Body=bundle.data,
+                ContentType="application/gzip",
+            ),
+        )
+    return uri
+
+
+def program_hyperparameters(cfg: DogclfConfig) -> dict[str, str]:
+    from dogclf.training.params import hyperparameters_from_config
+
+    return hyperparameters_from_config(cfg.training)
+
+
+def framework_hyperparameters(
+    cfg: DogclfConfig, source_uri: str, region: str, job_name: str
+) -> dict[str, str]:
+    """What the SageMaker PyTorch container reads to find and launch the entry point."""
+    params = {
+        "sagemaker_program": ENTRY_SCRIPT,
+        "sagemaker_submit_directory": source_uri,
+        "sagemaker_region": region,
+        "sagemaker_container_log_level": "20",
+        "sagemaker_job_name": job_name,
+    }
+    if cfg.training.instance_count > 1:  # torchrun across the instances
+        params["sagemaker_torch_distributed_enabled"] = "true"
+    return params
+
+
+def input_channels(cfg: DogclfConfig) -> list[dict[str, Any]]:
+    return [
+        {
+            "ChannelName": name,
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "S3Prefix",
+                    "S3Uri": uri,
+                    # Every host gets every image; DistributedSampler splits the work.
+                    "S3DataDistributionType": "FullyReplicated",
+                }
+            },
+            "InputMode": "File",
+        }
+        for name, uri in data_channels(cfg).items()
+    ]
+
+
+def job_shape(cfg: DogclfConfig, checkpoint_name: str) -> dict[str, Any]:
+    """The parts a training job and a tuning job's training definition share."""
+    from dogclf.training.metrics import METRIC_DEFINITIONS
+
+    t = cfg.training
+    stopping: dict[str, int] = {"MaxRuntimeInSeconds": t.max_run}
+    shape: dict[str, Any] = {
+        "AlgorithmSpecification": {
+            "TrainingImage": "",  # filled in by the caller
+            "TrainingInputMode": "File",
+            "MetricDefinitions": [dict(d) for d in METRIC_DEFINITIONS],
+        },
+        "InputDataConfig": input_channels(cfg),
+        "OutputDataConfig": {"S3OutputPath": cfg.s3_prefix("models")},
+        "ResourceConfig": {
+            "InstanceType": t.instance_type,
+            "InstanceCount": t.instance_count,
+            "VolumeSizeInGB": VOLUME_GB,
+        },
+        "StoppingCondition": stopping,
+        "EnableManagedSpotTraining": t.spot,
+    }
+    if t.spot:
+        assert t.max_wait is not None  # config validation guarantees it
+        stopping["MaxWaitTimeInSeconds"] = t.max_wait
+        # Spot interruptions resume from here: the core saves its checkpoint in LocalPath.
+        shape["CheckpointConfig"] = {
+            "S3Uri": cfg.s3_prefix("checkpoints", checkpoint_name) + "/",
+            "LocalPath": CHECKPOINT_DIR,
+        }
+    return shape
+
+
+def training_request(
+    cfg: DogclfConfig, *, name: str, image: str, source_uri: str, role: str, region: str
+) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "TrainingJobName": name,
+        "RoleArn": role,
+        "HyperParameters": {
+            **program_hyperparameters(cfg),
+            **framework_hyperparameters(cfg, source_uri, region, name),
+        },
+        **job_shape(cfg, name),
+        "Tags": tag_list(cfg),
+    }
+    request["AlgorithmSpecification"]["TrainingImage"] = image
+    request["Tags"].append({"Key": REQUEST_TAG, "Value": request_digest(request)})
+    return request
+
+
+def request_digest(request: dict[str, Any]) -> str:
+    """The request without what differs between two runs of the same config (its name)."""
+    name = request.get("TrainingJobName", "")
+    text = json.dumps(
+        {k: v for k, v in request.items() if k not in ("TrainingJobName", "Tags")}, sort_keys=True
+    )
+    return hashlib.sha256(text.replace(name, "<job>").encode()).hexdigest()[:16]
+
+
+def find_running_twin(ctx: AwsContext, cfg: DogclfConfig, digest: str) -> str | None:
+    """An in-flight job of this project/stage started from the same request, if any."""
+    sm = ctx.client("sagemaker")
+    paginator = sm.get_paginator("list_training_jobs")
+    with aws_errors("list running training jobs"):
+        for page in paginator.paginate(NameContains=cfg.names.base, StatusEquals="InProgress"):
+            for job in page["TrainingJobSummaries"]:
+                tags = call(
+                    "read training job tags", sm.list_tags, ResourceArn=job["TrainingJobArn"]
+                )
+                if any(
+                    t["Key"] == REQUEST_TAG and t["Value"] == digest for t in tags.get("Tags", [])
+                ):
+                    return str(job["TrainingJobName"])
+    return None
+
+
+def create_training_job(ctx: AwsContext, request: dict[str, Any]) -> str:
+    call(
+        f"create training job {request['TrainingJobName']}",
+        ctx.client("sagemaker").create_training_job,
+        **request,
+    )
+    return str(request["TrainingJobName"])
+
+
+def describe_training_job(ctx: AwsContext, name: str) -> dict[str, Any]:
+    return dict(
+        call(
+            f"describe training job {name}",
+            ctx.client("sagemaker").describe_training_job,
+            TrainingJobName=name,
+        )
+    )
+
+
+def final_metrics(description: dict[str, Any]) -> dict[str, float]:
+    return {m["MetricName"]: float(m["Value"]) for m in description.get("FinalMetricDataList", [])}
+
+
+@dataclass
+class JobWatch:
+    """Callbacks while a job runs: each new log line, each status change."""
+
+    on_log: Callable[[str], None] = lambda line: None
+    on_status: Callable[[str], None] = lambda text: None
+    tail: LogTail | None = field(default=None, repr=False)
+
+
+def job_status_text(description: dict[str, Any]) -> str:
+    status = description["TrainingJobStatus"]
+    secondary = description.get("SecondaryStatus")
+    return f"{status} ({secondary})" if secondary and secondary != status else status
+
+
+def wait_training_job(
+    ctx: AwsContext,
+    name: str,
+    *,
+    poll_interval: float = 30.0,
+    watch: JobWatch | None = None,
+    logs: bool = True,
+) -> dict[str, Any]:
+    """Poll until Completed/Failed/Stopped, streaming log lines; returns the description."""
+    watch = watch or JobWatch()
+    watch.tail = LogTail(ctx, f"{name}/") if logs else None
+    last = [""]
+
+    def on_poll(description: dict[str, Any]) -> None:
+        text = job_status_text(description)
+        if text != last[0]:
+            last[0] = text
+            watch.on_status(text)
+        if watch.tail is not None:
+            for line in watch.tail.poll():
+                watch.on_log(line)
+
+    return wait_until(
+        lambda: describe_training_job(ctx, name),
+        lambda d: str(d["TrainingJobStatus"]),
+        FINAL,
+        what=f"training job {name}",
+        poll_interval=poll_interval,
+        on_poll=on_poll,
+    )
+
+
+def raise_if_failed(description: dict[str, Any], last_lines: list[str]) -> None:
+    status = description["TrainingJobStatus"]
+    if status == "Completed":
+        return
+    name = description["TrainingJobName"]
+    reason = description.get("FailureReason") or f"the job ended {status}"
+    tail = "\n".join(["last log lines:", *last_lines[-10:]]) if last_lines else ""
+    raise ResourceFailedError(
+        f"training job {name} {status.lower()}: {reason}" + (f"\n{tail}" if tail else ""),
+        f"full log: CloudWatch group /aws/sagemaker/TrainingJobs, streams {name}/*",
+    )
+
+
+def record_latest(
+    ctx: AwsContext, cfg: DogclfConfig, description: dict[str, Any], source: str
+) -> LatestModel:
+    """Point models/latest.json at this job's model.tar.gz and final metrics."""
+    latest = LatestModel(
+        model_data=description["ModelArtifacts"]["S3ModelArtifacts"],
+        source=source,
+        metrics=final_metrics(description),
+    )
+    write_latest(ctx, cfg, latest)
+    return latest
+
+
+def stop_training_job(ctx: AwsContext, name: str) -> None:
+    call(
+        f"stop training job {name}", ctx.client("sagemaker").stop_training_job, TrainingJobName=name
+    )

@@ -1,0 +1,245 @@
+"""Hyperparameter tuning jobs over the `[hpo]` ranges, and reading back the best job.
+
+The training definition is the same request a single job gets (dogclf/aws/training_jobs.py),
+minus the tuned hyperparameters: lr (continuous, log scale), batch size (categorical) and
+epochs (integer; with Hyperband, epochs is Hyperband's resource instead).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dogclf.aws.cli_support import tag_list
+from dogclf.aws.polling import wait_until
+from dogclf.aws.session import AwsContext, call
+from dogclf.aws.training_jobs import (
+    describe_training_job,
+    framework_hyperparameters,
+    job_shape,
+    program_hyperparameters,
+)
+from dogclf.errors import ConfigError, ResourceFailedError
+
+if TYPE_CHECKING:
+    from dogclf.config import DogclfConfig
+
+FINAL = {"Completed", "Failed", "Stopped"}
+
+
+def tuning_stamp() -> str:
+    return time.strftime("%y%m%d-%H%M%S", time.gmtime())
+
+
+def tuned_names() -> dict[str, str]:
+    """Config field -> the entry point's hyperparameter name ("batch_size" -> "batch-size")."""
+    from dogclf.training.params import HYPERPARAMETER_FIELDS
+
+    return {f: HYPERPARAMETER_FIELDS[f] for f in ("lr", "batch_size", "epochs")}
+
+
+def parameter_ranges(cfg: DogclfConfig) -> dict[str, list[dict[str, Any]]]:
+    hpo, names = cfg.hpo, tuned_names()
+    ranges: dict[str, list[dict[str, Any]]] = {
+        "ContinuousParameterRanges": [
+            {
+                "Name": names["lr"],
+                "MinValue": str(hpo.lr_min),
+                "MaxValue": str(hpo.lr_max),
+                "ScalingType": "Logarithmic",
+            }
+        ],
+        "CategoricalParameterRanges": [
+            {"Name": names["batch_size"], "Values": [str(b) for b in hpo.batch_sizes]}
+        ],
+        "IntegerParameterRanges": [],
+    }
+    if hpo.strategy != "Hyperband":
+        ranges["IntegerParameterRanges"].append(
+            {
+                "Name": names["epochs"],
+                "MinValue": str(hpo.epochs_min),
+                "MaxValue": str(hpo.epochs_max),
+                "ScalingType": "Auto",
+            }
+        )
+    return ranges
+
+
+def tuning_config(cfg: DogclfConfig) -> dict[str, Any]:
+    hpo = cfg.hpo
+    if hpo.strategy == "Grid":
+        raise ConfigError(
+            'hpo.strategy = "Grid" takes categorical ranges only, and the learning rate is a '
+            "continuous range",
+            'use "Bayesian" (the default), "Random" or "Hyperband"',
+        )
+    config: dict[str, Any] = {
+        "Strategy": hpo.strategy,
+        "HyperParameterTuningJobObjective": {
+            "Type": hpo.objective_type,
+            "MetricName": hpo.objective,
+        },
+        "ResourceLimits": {
+            "MaxNumberOfTrainingJobs": hpo.max_jobs,
+            "MaxParallelTrainingJobs": hpo.max_parallel_jobs,
+        },
+        "ParameterRanges": parameter_ranges(cfg),
+        # Hyperband stops poor jobs itself and refuses the generic early stopping.
+        "TrainingJobEarlyStoppingType": "Off" if hpo.strategy == "Hyperband" else "Auto",
+    }
+    if hpo.strategy == "Hyperband":
+        config["StrategyConfig"] = {
+            "HyperbandStrategyConfig": {
+                "MinResource": hpo.epochs_min,
+                "MaxResource": hpo.epochs_max,
+            }
+        }
+    return config
+
+
+def tuning_request(
+    cfg: DogclfConfig, *, name: str, image: str, source_uri: str, role: str, region: str
+) -> dict[str, Any]:
+    tuned = set(tuned_names().values())
+    static = {
+        k: v
+        for k, v in {
+            **program_hyperparameters(cfg),
+            **framework_hyperparameters(cfg, source_uri, region, name),
+        }.items()
+        if k not in tuned
+    }
+    if cfg.hpo.strategy == "Hyperband":  # the most epochs a job may run; Hyperband stops early
+        static[tuned_names()["epochs"]] = str(cfg.hpo.epochs_max)
+    definition: dict[str, Any] = {
+        "StaticHyperParameters": static,
+        "RoleArn": "",
+        **job_shape(cfg, name),
+    }
+    definition["RoleArn"] = role
+    definition["AlgorithmSpecification"]["TrainingImage"] = image
+    return {
+        "HyperParameterTuningJobName": name,
+        "HyperParameterTuningJobConfig": tuning_config(cfg),
+        "TrainingJobDefinition": definition,
+        "Tags": tag_list(cfg),
+    }
+
+
+def create_tuning_job(ctx: AwsContext, request: dict[str, Any]) -> str:
+    name = str(request["HyperParameterTuningJobName"])
+    call(
+        f"create tuning job {name}",
+        ctx.client("sagemaker").create_hyper_parameter_tuning_job,
+        **request,
+    )
+    return name
+
+
+def describe_tuning_job(ctx: AwsContext, name: str) -> dict[str, Any]:
+    return dict(
+        call(
+            f"describe tuning job {name}",
+            ctx.client("sagemaker").describe_hyper_parameter_tuning_job,
+            HyperParameterTuningJobName=name,
+        )
+    )
+
+
+def tuning_status_text(description: dict[str, Any]) -> str:
+    counts = description.get("TrainingJobStatusCounters", {})
+    best = description.get("BestTrainingJob", {}).get("FinalHyperParameterTuningJobObjectiveMetric")
+    text = (
+        f"{description['HyperParameterTuningJobStatus']}: {counts.get('Completed', 0)} done, "
+        f"{counts.get('InProgress', 0)} running"
+    )
+    failed = counts.get("NonRetryableError", 0) + counts.get("RetryableError", 0)
+    if failed:
+        text += f", {failed} failed"
+    if best:
+        text += f"; best {best['MetricName']}={best['Value']:.4g}"
+    return text
+
+
+def wait_tuning_job(
+    ctx: AwsContext, name: str, *, poll_interval: float = 60.0, on_status: Any = None
+) -> dict[str, Any]:
+    last = [""]
+
+    def on_poll(description: dict[str, Any]) -> None:
+        text = tuning_status_text(description)
+        if on_status is not None and text != last[0]:
+            last[0] = text
+            on_status(text)
+
+    return wait_until(
+        lambda: describe_tuning_job(ctx, name),
+        lambda d: str(d["HyperParameterTuningJobStatus"]),
+        FINAL,
+        what=f"tuning job {name}",
+        poll_interval=poll_interval,
+        on_poll=on_poll,
+    )
+
+
+def unquote(value: str) -> str:
+    """SageMaker hands back hyperparameters JSON-quoted when they went in quoted ('"64"')."""
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        try:
+            decoded = json.loads(value)
+        except json.JSONDecodeError:
+            return value
+        return decoded if isinstance(decoded, str) else value
+    return value
+
+
+@dataclass
+class BestJob:
+    tuning_job: str
+    training_job: str
+    hyperparameters: dict[str, str]
+    objective: dict[str, Any]
+    model_data: str
+    description: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tuning_job": self.tuning_job,
+            "best_training_job": self.training_job,
+            "hyperparameters": self.hyperparameters,
+            "objective": self.objective,
+            "model_data": self.model_data,
+        }
+
+
+def best_job(ctx: AwsContext, description: dict[str, Any]) -> BestJob:
+    name = description["HyperParameterTuningJobName"]
+    status = description["HyperParameterTuningJobStatus"]
+    best = description.get("BestTrainingJob")
+    if status == "Failed" or not best:
+        reason = description.get("FailureReason") or "no training job reported the objective"
+        raise ResourceFailedError(
+            f"tuning job {name} {status.lower()}: {reason}",
+            "look at its training jobs: aws sagemaker list-training-jobs-for-hyper-parameter-"
+            f"tuning-job --hyper-parameter-tuning-job-name {name}",
+        )
+    job = describe_training_job(ctx, best["TrainingJobName"])
+    return BestJob(
+        tuning_job=name,
+        training_job=best["TrainingJobName"],
+        hyperparameters={k: unquote(v) for k, v in best.get("TunedHyperParameters", {}).items()},
+        objective=dict(best.get("FinalHyperParameterTuningJobObjectiveMetric", {})),
+        model_data=job["ModelArtifacts"]["S3ModelArtifacts"],
+        description=job,
+    )
+
+
+def stop_tuning_job(ctx: AwsContext, name: str) -> None:
+    call(
+        f"stop tuning job {name}",
+        ctx.client("sagemaker").stop_hyper_parameter_tuning_job,
+        HyperParameterTuningJobName=name,
+    )

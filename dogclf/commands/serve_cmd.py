@@ -1,0 +1,141 @@
+"""`dogclf serve MODEL`: the SageMaker container contract on :8080, with dynamic batching."""
+
+from __future__ import annotations
+
+import typer
+
+
+class _StopBeforeReady(Exception):
+    """SIGTERM/SIGINT arrived while the model was still loading."""
+
+
+def serve(
+    ctx: typer.Context,
+    model: str = typer.Argument(
+        ...,
+        metavar="MODEL",
+        help="model.tar.gz, its extracted folder, s3://.../model.tar.gz, or `latest`.",
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on (0.0.0.0 in a container)."
+    ),
+    port: int | None = typer.Option(
+        None, "--port", min=0, max=65535, help="Port \\[default: serving.port, 8080]; 0 = any free."
+    ),
+    max_batch_size: int | None = typer.Option(
+        None,
+        "--max-batch-size",
+        min=1,
+        max=256,
+        help="Images per forward pass \\[serving.max_batch_size].",
+    ),
+    max_batch_wait_ms: float | None = typer.Option(
+        None,
+        "--max-batch-wait-ms",
+        min=0,
+        max=1000,
+        help="How long a batch waits for more requests \\[serving.max_batch_wait_ms].",
+    ),
+    decode_threads: int | None = typer.Option(
+        None,
+        "--decode-threads",
+        min=1,
+        help="Images decoded at once \\[serving.decode_threads, else CPU count].",
+    ),
+    torch_threads: int | None = typer.Option(
+        None, "--torch-threads", min=1, help="Threads of one forward pass \\[torch's default]."
+    ),
+    access_log: bool = typer.Option(
+        False, "--access-log", help="Log every request (errors are always logged)."
+    ),
+) -> None:
+    """Serve a model over HTTP: GET /ping, POST /invocations, POST /endpoints/NAME/invocations.
+
+    boto3's sagemaker-runtime client reaches it with AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://127.0.0.1:8080. Stops cleanly on SIGTERM/Ctrl-C, finishing the requests in flight.
+    """
+    import os
+    import signal
+    import threading
+
+    from dogclf.cli import state
+    from dogclf.errors import DogclfError, require_extra
+
+    require_extra("torch", "torch", "serve")
+    cfg = state(ctx).config()
+    from dogclf import render
+    from dogclf.serving import model_files
+
+    if not model_files.is_remote(model):
+        model_files.local_model_path(model)  # fail now, before binding the port
+
+    import torch
+
+    from dogclf.serving.inference import Limits
+    from dogclf.serving.server import InferenceService, ModelServer
+
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    s = cfg.serving
+    limits = Limits(
+        max_payload_bytes=int(s.max_payload_mb * 1024 * 1024),
+        max_image_pixels=s.max_image_pixels,
+        top_k=s.top_k,
+        url_allow_hosts=tuple(h.lower() for h in s.url_allow_hosts),
+    )
+    service = InferenceService(
+        limits,
+        max_batch_size=max_batch_size or s.max_batch_size,
+        max_batch_wait_ms=s.max_batch_wait_ms if max_batch_wait_ms is None else max_batch_wait_ms,
+        decode_threads=decode_threads or s.decode_threads or os.cpu_count() or 1,
+    )
+    listen_port = s.port if port is None else port
+    try:
+        server = ModelServer(service, host, listen_port, access_log=access_log).start()
+    except OSError as exc:
+        raise DogclfError(
+            f"cannot listen on {host}:{listen_port}: {exc.strerror}",
+            "pick another --port (0 = any free port), or stop what is using it",
+        ) from None
+
+    stop = threading.Event()
+    loaded = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+        if not loaded.is_set():
+            raise _StopBeforeReady  # interrupts a download or a blocking read
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    render.note(f"Listening on {server.url} (/ping answers 503 until the model is loaded)")
+    try:
+        with model_files.open_model_dir(model, cfg) as model_dir:
+            classifier = service.load(model_dir)
+        loaded.set()
+    except _StopBeforeReady:
+        server.stop(drain_timeout=0)
+        render.note("Stopped before the model was loaded.")
+        return
+    except BaseException:
+        server.stop(drain_timeout=0)
+        raise
+
+    # The one line a script waits for (stdout, flushed).
+    render.out.print(
+        f"Serving {model} ({classifier.arch}, {classifier.num_classes} classes, "
+        f"{classifier.device.type}) on {server.url} "
+        f"(max batch {service.max_batch_size}, wait {service.max_batch_wait_ms:g} ms)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    stop.wait()
+    in_flight = server.httpd.in_flight
+    render.note(f"Shutting down: finishing {in_flight} request(s) in flight...")
+    unfinished = server.stop()
+    if unfinished:
+        raise DogclfError(f"{unfinished} request(s) did not finish within 30 s of the shutdown")
+    render.note("Stopped.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

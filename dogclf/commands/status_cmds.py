@@ -1,0 +1,127 @@
+"""`dogclf status` (what exists, what it costs per hour) and `dogclf teardown`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+
+from dogclf.commands.options import DRY_RUN_OPTION, JSON_OPTION, YES_OPTION
+
+
+def status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """Every resource of this project/stage, its state, and the running cost per hour."""
+    from dogclf import render
+    from dogclf.aws.inventory import describe_all
+    from dogclf.aws.pricing import load_prices
+    from dogclf.aws.session import AwsContext
+    from dogclf.cli import state
+
+    cfg = state(ctx).config()
+    aws = AwsContext.from_config(cfg)
+    with render.err.status("reading the project's resources", spinner="dots"):
+        found = describe_all(aws, cfg)
+    known = sum(r.hourly_cost for r in found if r.running and r.hourly_cost is not None)
+    unknown = [f"{r.kind} {r.name}" for r in found if r.running and r.hourly_cost is None]
+    prices = load_prices().provenance()
+    if as_json:
+        render.print_json(
+            {
+                "project": cfg.project,
+                "stage": cfg.stage,
+                "region": aws.region,
+                "resources": [r.as_dict() for r in found],
+                "hourly_cost": {"known_usd": round(known, 4), "unknown": unknown},
+                "prices": prices,
+            }
+        )
+        return
+    from rich.table import Table
+
+    table = Table(
+        title=f"{cfg.project}/{cfg.stage} in {aws.region}", title_justify="left", show_edge=False
+    )
+    for column in ("kind", "name", "state", "details", "$/hour"):
+        table.add_column(column, overflow="fold")
+    for r in found:
+        table.add_row(r.kind, r.name, r.state, r.details, _cost(r))
+    if found:
+        render.out.print(table)
+    else:
+        render.out.print(f"{cfg.project}/{cfg.stage}: nothing exists on AWS", highlight=False)
+    line = f"running cost: ${known:.3f}/hour"
+    if unknown:
+        line += f" + unknown for {len(unknown)} ({', '.join(unknown)}: no price in the table)"
+    render.out.print(line, highlight=False)
+    verified = "" if prices["verified"] else ", not re-checked"
+    render.note(f"prices: {prices['as_of']}{verified}; {prices['source']}")
+
+
+def _cost(r: Any) -> str:
+    if not r.running:
+        return "-"
+    return "unknown" if r.hourly_cost is None else f"{r.hourly_cost:.3f}"
+
+
+def teardown(
+    ctx: typer.Context,
+    data: bool = typer.Option(
+        False,
+        "--data",
+        help="Also delete everything under the stage's S3 prefix (data, code, models).",
+    ),
+    yes: bool = YES_OPTION,
+    dry_run: bool = DRY_RUN_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Delete this project/stage's resources in dependency order; safe to run twice."""
+    from dogclf import render
+    from dogclf.aws.cli_support import show_plan
+    from dogclf.aws.session import AwsContext
+    from dogclf.aws.teardown import leftovers, plan_teardown
+    from dogclf.cli import state
+    from dogclf.errors import DogclfError
+    from dogclf.plan import apply_plan
+
+    cfg = state(ctx).config()
+    aws = AwsContext.from_config(cfg)
+    plan = plan_teardown(aws, cfg, data=data)
+    if show_plan(plan, dry_run=dry_run, as_json=as_json):
+        return
+    if plan.is_noop:
+        if as_json:
+            render.print_json({"deleted": [], "left": {"steps": [], "tagged": []}})
+        else:
+            render.out.print(f"{cfg.project}/{cfg.stage}: nothing to delete", highlight=False)
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise DogclfError(
+                f"teardown would delete {len(plan.changes)} resource(s) and stdin is not a terminal",
+                "pass --yes to confirm non-interactively (review the plan above first)",
+            )
+        typer.confirm(f"Delete these {len(plan.changes)} resource(s)?", abort=True, err=True)
+    apply_plan(plan)
+    left = leftovers(aws, cfg, data=data)
+    if as_json:
+        render.print_json({"deleted": [s.as_dict() for s in plan.changes], "left": left})
+    if left["steps"] or left["tagged"]:
+        lines = [f"{s['resource']} {s['name']}" for s in left["steps"]] + (left["tagged"] or [])
+        raise DogclfError(
+            "teardown finished but these remain:\n" + "\n".join(lines),
+            "run `dogclf teardown` again in a few minutes; `dogclf status` shows their state",
+        )
+    if not as_json:
+        swept = (
+            "" if left["tagged"] is not None else " (tag sweep skipped: tag:GetResources denied)"
+        )
+        render.out.print(
+            f"{cfg.project}/{cfg.stage}: deleted {len(plan.changes)} resource(s); nothing left{swept}",
+            highlight=False,
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("status")(status)
+    app.command("teardown")(teardown)

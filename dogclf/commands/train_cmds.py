@@ -1,0 +1,336 @@
+"""`dogclf train-sagemaker [--tune|--local]`: a SageMaker training or tuning job, or the same
+job run here under the emulated container contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from dogclf.commands.options import DRY_RUN_OPTION, JSON_OPTION
+
+# Seconds between status polls; tests (and the demo, against the emulator) pass 0.
+POLL_INTERVAL_OPTION = typer.Option(
+    None, "--poll-interval", min=0, hidden=True, help="Seconds between status polls."
+)
+
+
+def train_sagemaker(
+    ctx: typer.Context,
+    tune: bool = typer.Option(
+        False, "--tune", help="A hyperparameter tuning job over the [hpo] ranges."
+    ),
+    local: bool = typer.Option(
+        False, "--local", help="Run the same job here (no Docker): the container contract emulated."
+    ),
+    wait: bool = typer.Option(
+        True, "--wait/--no-wait", help="Follow status and logs until the job ends."
+    ),
+    data: Path | None = typer.Option(
+        None, "--data", help="--local: dataset folder \\[default: data.local_dir, else S3 data]."
+    ),
+    workdir: Path = typer.Option(
+        Path(".dogclf/jobs"), "--workdir", help="--local: where job folders go."
+    ),
+    upload: bool = typer.Option(
+        False, "--upload", help="--local: put model.tar.gz in S3 and point latest at it."
+    ),
+    poll_interval: float | None = POLL_INTERVAL_OPTION,
+    dry_run: bool = DRY_RUN_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Train on SageMaker (the training core as the PyTorch container's entry point)."""
+    from dogclf.cli import state
+    from dogclf.errors import DogclfError
+
+    cfg = state(ctx).config()
+    if local:
+        if tune:
+            raise DogclfError(
+                "--tune runs on SageMaker only", "drop --local, or train locally without --tune"
+            )
+        _train_local(
+            cfg, data=data, workdir=workdir, upload=upload, dry_run=dry_run, as_json=as_json
+        )
+        return
+    if tune:
+        _tune(
+            cfg,
+            wait=wait,
+            poll=30.0 if poll_interval is None else poll_interval,
+            dry_run=dry_run,
+            as_json=as_json,
+        )
+    else:
+        _train(
+            cfg,
+            wait=wait,
+            poll=30.0 if poll_interval is None else poll_interval,
+            dry_run=dry_run,
+            as_json=as_json,
+        )
+
+
+def _prepare(cfg: Any, title: str) -> tuple[Any, Any, str, str, str]:
+    """Checks and the code bundle step shared by a job and a tuning job."""
+    from dogclf import render
+    from dogclf.aws.cli_support import require_role
+    from dogclf.aws.images import training_image
+    from dogclf.aws.session import AwsContext
+    from dogclf.aws.training_jobs import check_data, plan_source
+    from dogclf.plan import Plan
+
+    role = require_role(cfg)
+    aws = AwsContext.from_config(cfg)
+    with render.err.status("checking data and resolving the training image", spinner="dots"):
+        check_data(aws, cfg)
+        image = training_image(cfg, aws.region)
+    plan = Plan(title)
+    source_uri = plan_source(plan, aws, cfg)
+    return aws, plan, role, image, source_uri
+
+
+def _train(cfg: Any, *, wait: bool, poll: float, dry_run: bool, as_json: bool) -> None:
+    from dogclf import render
+    from dogclf.aws import training_jobs as tj
+    from dogclf.aws.cli_support import show_plan
+    from dogclf.plan import Action, apply_plan
+
+    aws, plan, role, image, source_uri = _prepare(cfg, "train-sagemaker")
+    name = cfg.names.training_job(tj.job_stamp())
+    request = tj.training_request(
+        cfg, name=name, image=image, source_uri=source_uri, role=role, region=aws.region
+    )
+    digest = next(t["Value"] for t in request["Tags"] if t["Key"] == tj.REQUEST_TAG)
+    twin = tj.find_running_twin(aws, cfg, digest)
+    t = cfg.training
+    if twin:
+        name = twin
+        plan.add(
+            Action.NOOP,
+            "training job",
+            twin,
+            "already running from this same request: following it",
+        )
+    else:
+        shape = f"{t.instance_count} x {t.instance_type}"
+        shape += ", managed spot" if t.spot else ""
+        shape += ", torch distributed" if t.instance_count > 1 else ""
+        plan.add(
+            Action.CREATE,
+            "training job",
+            name,
+            f"{shape}; {image.rsplit('/', 1)[-1]}",
+            lambda: tj.create_training_job(aws, request),
+        )
+    if show_plan(plan, dry_run=dry_run, as_json=as_json, request=request):
+        return
+    apply_plan(plan)
+    if not wait:
+        _print_started(name, "training job", as_json)
+        return
+    description, tail = _follow_training_job(aws, name, poll)
+    tj.raise_if_failed(description, tail)
+    latest = tj.record_latest(aws, cfg, description, f"train-sagemaker:{name}")
+    result = {
+        "job": name,
+        "status": description["TrainingJobStatus"],
+        "model_data": latest.model_data,
+        "metrics": latest.metrics,
+        "billable_seconds": description.get("BillableTimeInSeconds"),
+    }
+    if as_json:
+        render.print_json(result)
+        return
+    render.out.print(f"training job {name} completed", highlight=False)
+    render.out.print(f"model: {latest.model_data}", highlight=False)
+    for metric, value in sorted(latest.metrics.items()):
+        render.out.print(f"  {metric} = {value:.4f}", highlight=False)
+    render.note("latest model pointer updated: `dogclf deploy` serves this model")
+
+
+def _follow_training_job(aws: Any, name: str, poll: float) -> tuple[dict[str, Any], list[str]]:
+    from dogclf import render
+    from dogclf.aws import training_jobs as tj
+
+    with render.err.status(f"training job {name}: starting", spinner="dots") as status:
+
+        def on_status(text: str) -> None:
+            status.update(f"training job {name}: {text}")
+            render.note(f"training job {name}: {text}")
+
+        watch = tj.JobWatch(
+            on_log=lambda line: render.err.print(line, markup=False, highlight=False),
+            on_status=on_status,
+        )
+        description = tj.wait_training_job(aws, name, poll_interval=poll, watch=watch)
+    tail = list(watch.tail.last) if watch.tail is not None else []
+    return description, tail
+
+
+def _print_started(name: str, kind: str, as_json: bool) -> None:
+    from dogclf import render
+
+    if as_json:
+        render.print_json({"job": name, "kind": kind, "status": "InProgress"})
+    else:
+        render.out.print(name, highlight=False)
+        render.note(f"{kind} started; follow it with `dogclf status`")
+
+
+def _tune(cfg: Any, *, wait: bool, poll: float, dry_run: bool, as_json: bool) -> None:
+    from dogclf import render
+    from dogclf.aws import training_jobs as tj
+    from dogclf.aws import tuning_jobs as hpo
+    from dogclf.aws.cli_support import show_plan
+    from dogclf.plan import Action, apply_plan
+
+    aws, plan, role, image, source_uri = _prepare(cfg, "train-sagemaker --tune")
+    name = cfg.names.tuning_job(hpo.tuning_stamp())
+    request = hpo.tuning_request(
+        cfg, name=name, image=image, source_uri=source_uri, role=role, region=aws.region
+    )
+    h = cfg.hpo
+    plan.add(
+        Action.CREATE,
+        "tuning job",
+        name,
+        f"{h.strategy}, {h.max_jobs} jobs ({h.max_parallel_jobs} at a time), "
+        f"{h.objective_type.lower()} {h.objective}; {cfg.training.instance_count} x "
+        f"{cfg.training.instance_type} each",
+        lambda: hpo.create_tuning_job(aws, request),
+    )
+    if show_plan(plan, dry_run=dry_run, as_json=as_json, request=request):
+        return
+    apply_plan(plan)
+    if not wait:
+        _print_started(name, "tuning job", as_json)
+        return
+    with render.err.status(f"tuning job {name}: starting", spinner="dots") as status:
+
+        def on_status(text: str) -> None:
+            status.update(f"tuning job {name}: {text}")
+            render.note(f"tuning job {name}: {text}")
+
+        description = hpo.wait_tuning_job(aws, name, poll_interval=poll, on_status=on_status)
+    best = hpo.best_job(aws, description)
+    tj.record_latest(aws, cfg, best.description, f"train-sagemaker --tune:{best.training_job}")
+    if as_json:
+        render.print_json(
+            {**best.as_dict(), "status": description["HyperParameterTuningJobStatus"]}
+        )
+        return
+    from rich.table import Table
+
+    objective = best.objective
+    render.out.print(
+        f"tuning job {name} {description['HyperParameterTuningJobStatus'].lower()}; "
+        f"best job {best.training_job}: {objective.get('MetricName')} = {objective.get('Value')}",
+        highlight=False,
+    )
+    table = Table("hyperparameter", "value", show_edge=False)
+    for key, value in sorted(best.hyperparameters.items()):
+        table.add_row(key, value)
+    render.out.print(table)
+    render.out.print(f"model: {best.model_data}", highlight=False)
+    render.note("latest model pointer updated to the best job's model")
+
+
+def _train_local(
+    cfg: Any, *, data: Path | None, workdir: Path, upload: bool, dry_run: bool, as_json: bool
+) -> None:
+    from dogclf import render
+    from dogclf.aws import training_jobs as tj
+    from dogclf.plan import Action, Plan, render_plan
+
+    name = f"local-{tj.job_stamp()}"
+    root = data or cfg.data.local_dir
+    plan = Plan("train-sagemaker --local")
+    source = str(root) if root else cfg.s3_prefix("data") + "/"
+    if root is None:
+        plan.add(Action.CREATE, "local data", str(workdir / "data"), f"download {source}")
+    t = cfg.training
+    plan.add(
+        Action.CREATE,
+        "local job",
+        str(workdir / name),
+        f"{t.arch}, {t.epochs} epochs, {t.instance_count} emulated host(s), data {source}",
+    )
+    if upload:
+        plan.add(
+            Action.CREATE,
+            "s3 object",
+            cfg.s3_prefix("models", name, "output", "model.tar.gz"),
+            "upload the model and update the latest pointer",
+        )
+    render_plan(plan)
+    if dry_run:
+        if as_json:
+            render.print_json({"dry_run": True, "plan": plan.as_dict()})
+        return
+    from dogclf.local.runner import run_local_job
+
+    if root is None:
+        channels = _download_channels(cfg, workdir / "data")
+    else:
+        channels = {c: Path(root) / c for c in tj.CHANNELS}
+    result = run_local_job(
+        cfg,
+        channels,
+        workdir,
+        instance_count=t.instance_count,
+        job_name=name,
+        on_log=lambda line: render.err.print(line, markup=False, highlight=False),
+    )
+    output: dict[str, Any] = {
+        "job": name,
+        "model_tar": str(result.model_tar),
+        "log": str(result.log_path),
+        "metrics": result.metrics,
+    }
+    if upload:
+        output["model_data"] = _upload_local_model(cfg, name, result)
+    if as_json:
+        render.print_json(output)
+        return
+    render.out.print(f"model: {result.model_tar}", highlight=False)
+    if upload:
+        render.out.print(
+            f"uploaded: {output['model_data']} (latest model pointer updated)", highlight=False
+        )
+
+
+def _download_channels(cfg: Any, target: Path) -> dict[str, Path]:
+    from dogclf import render
+    from dogclf.aws.s3_sync import download_prefix
+    from dogclf.aws.session import AwsContext
+    from dogclf.aws.training_jobs import CHANNELS
+
+    aws = AwsContext.from_config(cfg)
+    uri = cfg.s3_prefix("data") + "/"
+    with render.err.status(f"downloading {uri}", spinner="dots"):
+        count = download_prefix(aws, uri, target, workers=cfg.data.upload_workers)
+    render.success(f"{count} files downloaded to {target} (files already there are kept)")
+    return {c: target / c for c in CHANNELS}
+
+
+def _upload_local_model(cfg: Any, name: str, result: Any) -> str:
+    from dogclf.aws.artifacts import LatestModel, upload_file, write_latest
+    from dogclf.aws.session import AwsContext
+
+    aws = AwsContext.from_config(cfg)
+    uri = upload_file(
+        aws, result.model_tar, cfg.s3_prefix("models", name, "output", "model.tar.gz")
+    )
+    metrics = result.metrics if isinstance(result.metrics, dict) else {}
+    write_latest(
+        aws,
+        cfg,
+        LatestModel(model_data=uri, source=f"train-sagemaker --local:{name}", metrics=metrics),
+    )
+    return uri
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train-sagemaker")(train_sagemaker)

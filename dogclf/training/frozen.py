@@ -1,0 +1,120 @@
+"""The frozen-backbone fast path: only the head trains, so the backbone is a constant.
+
+With `freeze_backbone`, nothing below the head ever changes, so the backbone can run as an
+inference graph: batch norm in eval mode (its ImageNet statistics, not drifting batch
+statistics), no autograd, batch norm folded into the convolutions, channels_last, and
+optionally torch.compile. The head is the model's own module, so the model's state_dict
+stays the one artifact to save; the optimized backbone is a private copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def head_attribute(arch: str) -> str:
+    """The attribute holding the trainable head (matches models.head_parameters)."""
+    return "fc" if arch.startswith(("resnet", "tiny")) else "classifier"
+
+
+def _fold_batchnorm(body: nn.Module) -> nn.Module:
+    """Conv+BN -> one conv (exact in eval mode); the module as-is if it cannot be traced."""
+    try:
+        from torch.fx.experimental.optimization import fuse
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fuse(body)
+    except Exception:
+        return body
+
+
+class CompiledBackbone(nn.Module):
+    """torch.compile'd backbone with one static batch shape (partial batches are padded),
+    falling back to eager if compilation fails on this host (no compiler, old GPU)."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+        self.compiled: Any = torch.compile(body, dynamic=False, options={"freezing": True})
+        self.batch: int | None = None
+        self.failed: str | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.failed is not None:
+            return self.body(x)
+        n = x.shape[0]
+        if self.batch is None:
+            self.batch = n
+        if n > self.batch:  # a bigger batch than the first: not worth another graph
+            return self.body(x)
+        if n < self.batch:
+            pad = x.new_zeros((self.batch - n, *x.shape[1:]))
+            x = torch.cat([x, pad]).contiguous(memory_format=_format_of(x))
+        try:
+            return self.compiled(x)[:n]
+        except Exception as exc:
+            self.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            return self.body(x)[:n]
+
+
+def _format_of(x: torch.Tensor) -> torch.memory_format:
+    return (
+        torch.channels_last
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+        else torch.contiguous_format
+    )
+
+
+class FrozenBackbone(nn.Module):
+    """backbone (constant, inference mode) -> head (trainable); train() only affects the head."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def train(self, mode: bool = True) -> FrozenBackbone:
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Always inference mode, in training and in evaluate alike: the cheapest mode, and
+        # one mode means one compiled graph.
+        with torch.inference_mode():
+            features = self.backbone(x)
+        if torch.is_grad_enabled():
+            features = features.clone()  # inference tensors cannot enter autograd; copies can
+        return self.head(features)
+
+
+def frozen_backbone(
+    model: nn.Module,
+    arch: str,
+    *,
+    device: torch.device,
+    channels_last: bool = True,
+    compile: bool = False,
+) -> FrozenBackbone:
+    """Split `model` into an optimized constant backbone and its (shared) trainable head."""
+    attr = head_attribute(arch)
+    head = getattr(model, attr)
+    setattr(model, attr, nn.Identity())
+    try:
+        body = copy.deepcopy(model)
+    finally:
+        setattr(model, attr, head)
+    body.eval()
+    for param in body.parameters():
+        param.requires_grad_(False)
+    body = _fold_batchnorm(body).to(device)
+    if channels_last:
+        body = body.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    backbone: nn.Module = CompiledBackbone(body) if compile else body
+    return FrozenBackbone(backbone, head)
