@@ -78,13 +78,25 @@ class AwsContext:
     botocore itself and never shadowed.
     """
 
-    def __init__(self, profile: str | None = None, region: str | None = None) -> None:
+    def __init__(
+        self,
+        profile: str | None = None,
+        region: str | None = None,
+        *,
+        endpoint_url: str | None = None,
+        credentials: dict[str, str] | None = None,
+    ) -> None:
         env_profile = os.environ.get("AWS_PROFILE")
         env_region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        self.profile = env_profile or profile
+        self.profile = None if credentials else env_profile or profile
+        # Set only for the embedded emulator's own threads, which must not depend on the
+        # process environment (the CLI may be pointed somewhere else).
+        self.endpoint_url = endpoint_url
         try:
             self.session = boto3.Session(
-                profile_name=self.profile or None, region_name=env_region or region or None
+                profile_name=self.profile or None,
+                region_name=(region if credentials else env_region or region) or None,
+                **(credentials or {}),  # type: ignore[arg-type]
             )
         except botocore.exceptions.ProfileNotFound:
             raise AwsError(
@@ -106,7 +118,9 @@ class AwsContext:
     def client(self, service: str, **config: Any) -> Any:
         key = service if not config else f"{service}:{sorted(config.items())}"
         if key not in self._clients:
-            self._clients[key] = self.session.client(service, config=client_config(**config))  # type: ignore[call-overload]
+            self._clients[key] = self.session.client(  # type: ignore[call-overload]
+                service, config=client_config(**config), endpoint_url=self.endpoint_url
+            )
         return self._clients[key]
 
     @cached_property

@@ -7,6 +7,7 @@ so the code under test or in the demo is the code that runs against AWS.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import urllib.request
 from collections.abc import Iterator
@@ -22,6 +23,12 @@ DUMMY_ENV = {
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
+}
+# The same keys as boto3.Session arguments, for the emulator's own threads.
+DUMMY_CREDENTIALS = {
+    "aws_access_key_id": "testing",
+    "aws_secret_access_key": "testing",
+    "aws_session_token": "testing",
 }
 
 
@@ -67,6 +74,8 @@ def start_emulator() -> Emulator:
     from dogclf.local import moto_ext
 
     moto_ext.install()
+    # One access-log line per request would bury the commands' own output (errors still show).
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

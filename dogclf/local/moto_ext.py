@@ -61,6 +61,9 @@ def install() -> None:
 # *update* it rolls back like AWS (InService on the old config, FailureReason set).
 # log_lines go to CloudWatch Logs as the job's container output; metrics become its
 # FinalMetricDataList. Scripts live on the moto backend, so /moto-api/reset forgets them.
+# UpdateEndpoint also does what AWS does with auto-scaling: it refuses to change the
+# instance type of a variant registered as a scalable target, and honours
+# RetainAllVariantProperties (same-named variants keep their instance counts).
 
 SAGEMAKER_SCRIPT_PATH = "/moto-api/dogclf/sagemaker/script"
 _SCRIPT_KINDS = ("training-job", "tuning-job", "endpoint")
@@ -194,16 +197,25 @@ def _apply_status(backend: Any, kind: str, name: str, script: dict[str, Any], st
             endpoint.endpoint_status = "InService"
             endpoint.failure_reason = reason or "the new variant did not pass ping"
         elif status == "InService":
-            _switch_endpoint_config(backend, endpoint, target)
+            _switch_endpoint_config(backend, endpoint, target, bool(script.get("retain")))
         else:
             endpoint.endpoint_status = status
         endpoint.last_modified_time = _now()
 
 
-def _switch_endpoint_config(backend: Any, endpoint: Any, config_name: str) -> None:
+def _switch_endpoint_config(
+    backend: Any, endpoint: Any, config_name: str, retain: bool = False
+) -> None:
     config = backend.endpoint_configs[config_name]
+    before = {v["VariantName"]: v for v in endpoint.production_variants}
     endpoint.endpoint_config_name = config_name
     endpoint.production_variants = endpoint._process_production_variants(config.production_variants)
+    if retain:  # RetainAllVariantProperties: same-named variants keep count and weight
+        for variant in endpoint.production_variants:
+            old = before.get(variant["VariantName"], {})
+            for key in ("DesiredInstanceCount", "CurrentInstanceCount"):
+                if key in old:
+                    variant[key] = old[key]
     endpoint.endpoint_status = "InService"
     endpoint.failure_reason = None
 
@@ -259,6 +271,8 @@ def _sagemaker_training_jobs() -> None:
             _set_training_status(job, script["statuses"][0], script.get("failure_reason"))
             _write_job_logs(self, job.training_job_name, script["log_lines"])
             _set_final_metrics(job, script["metrics"])
+        elif _training_runtime(self) and not _sm_state(self).get("in_tuning"):
+            _start_training_run(self, job)
         return job
 
     def describe_training_job(self: Any, training_job_name: str) -> Any:
@@ -327,6 +341,7 @@ def _sagemaker_endpoints() -> None:
 
     create = SageMakerModelBackend.create_endpoint
     describe = SageMakerModelBackend.describe_endpoint
+    delete = SageMakerModelBackend.delete_endpoint
 
     def create_endpoint(self: Any, endpoint_name: str, endpoint_config_name: str, tags: Any) -> Any:
         endpoint = create(self, endpoint_name, endpoint_config_name, tags)
@@ -339,18 +354,23 @@ def _sagemaker_endpoints() -> None:
         _advance(self, "endpoint", endpoint_name)
         return describe(self, endpoint_name)
 
-    def update_endpoint(self: Any, endpoint_name: str, endpoint_config_name: str) -> Any:
+    def update_endpoint(
+        self: Any, endpoint_name: str, endpoint_config_name: str, retain: bool = False
+    ) -> Any:
         self.describe_endpoint_config(endpoint_config_name)  # must exist
         if endpoint_name not in self.endpoints:
             describe(self, endpoint_name)  # raises the not-found error
         endpoint = self.endpoints[endpoint_name]
         if endpoint.endpoint_status != "InService":
             raise ValidationError(message=f'Cannot update in-progress endpoint "{endpoint.arn}".')
+        _refuse_autoscaled_type_change(self, endpoint, endpoint_config_name)
         script = _take_script(self, "endpoint", endpoint_name)
         if script is None:
-            _switch_endpoint_config(self, endpoint, endpoint_config_name)
+            _sm_state(self)["active"].pop(("endpoint", endpoint_name), None)  # stale script
+            _switch_endpoint_config(self, endpoint, endpoint_config_name, retain)
         else:
             script["target_config"] = endpoint_config_name
+            script["retain"] = retain
             endpoint.failure_reason = None
             _apply_status(self, "endpoint", endpoint_name, script, script["statuses"][0])
         endpoint.last_modified_time = _now()
@@ -358,14 +378,176 @@ def _sagemaker_endpoints() -> None:
 
     def update_endpoint_response(self: Any) -> Any:
         endpoint = self.sagemaker_backend.update_endpoint(
-            self._get_param("EndpointName"), self._get_param("EndpointConfigName")
+            self._get_param("EndpointName"),
+            self._get_param("EndpointConfigName"),
+            bool(self._get_param("RetainAllVariantProperties")),
         )
         return ActionResult({"EndpointArn": endpoint.arn})
 
+    def delete_endpoint(self: Any, endpoint_name: str) -> None:
+        # A new endpoint of the same name must not inherit the old one's script.
+        _sm_state(self)["active"].pop(("endpoint", endpoint_name), None)
+        delete(self, endpoint_name)
+
     SageMakerModelBackend.create_endpoint = create_endpoint  # type: ignore[method-assign]
     SageMakerModelBackend.describe_endpoint = describe_endpoint  # type: ignore[method-assign]
+    SageMakerModelBackend.delete_endpoint = delete_endpoint  # type: ignore[method-assign]
     SageMakerModelBackend.update_endpoint = update_endpoint  # type: ignore[attr-defined]
     SageMakerResponse.update_endpoint = update_endpoint_response  # type: ignore[attr-defined]
+
+
+# Training runtime (opt-in, `dogclf demo` turns it on): a new training job really runs.
+#   POST /moto-api/dogclf/sagemaker/training-runtime {"workdir": "/tmp/jobs", "region": ...}
+# From then on each CreateTrainingJob (not a tuning job's children) starts InProgress and is
+# executed, one at a time, by dogclf/local/job_executor.py in a thread of this server: its
+# output lines become the job's CloudWatch log stream, its model.tar.gz lands in the
+# emulated S3, and it ends Completed with FinalMetricDataList parsed by its own
+# MetricDefinitions, or Failed with the error. The setting lives on the backend.
+
+TRAINING_RUNTIME_PATH = "/moto-api/dogclf/sagemaker/training-runtime"
+
+
+def enable_training_runtime(emulator_url: str, workdir: str, *, region: str = "us-east-1") -> None:
+    """Client side of the training runtime route (demo, tests): one POST over HTTP."""
+    import json
+    import urllib.request
+
+    body = json.dumps({"workdir": workdir, "region": region}).encode()
+    req = urllib.request.Request(emulator_url + TRAINING_RUNTIME_PATH, data=body, method="POST")
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        resp.read()
+
+
+def _training_runtime(backend: Any) -> dict[str, Any] | None:
+    runtime: dict[str, Any] | None = backend.__dict__.get("_dogclf_training_runtime")
+    return runtime
+
+
+def _training_runtime_route(
+    request: Any, full_url: str, headers: Any
+) -> tuple[int, dict[str, str], str]:
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.sagemaker.models import sagemaker_backends
+
+    if request.method != "POST":
+        return 405, {}, json.dumps({"Error": 'POST {"workdir": "..."}'})
+    body = json.loads(request.data or b"{}")
+    if not body.get("workdir"):
+        return 400, {}, json.dumps({"Error": "workdir is required"})
+    region = body.get("region") or "us-east-1"
+    backend = sagemaker_backends[body.get("account_id") or DEFAULT_ACCOUNT_ID][region]
+    backend.__dict__["_dogclf_training_runtime"] = {
+        "moto_url": request.host_url.rstrip("/"),
+        "workdir": str(body["workdir"]),
+        "region": region,
+        # One job at a time: a 2-core machine gains nothing from two trainings at once.
+        "pool": ThreadPoolExecutor(max_workers=1, thread_name_prefix="dogclf-training-job"),
+    }
+    return 200, {}, json.dumps({"status": "ok"})
+
+
+def _start_training_run(backend: Any, job: Any) -> None:
+    runtime = _training_runtime(backend)
+    assert runtime is not None
+    _set_training_status(job, "InProgress", None)
+    job.secondary_status = "Starting"
+    job.final_metric_data_list = []
+    request = {
+        "TrainingJobName": job.training_job_name,
+        "HyperParameters": dict(job.hyper_parameters or {}),
+        "AlgorithmSpecification": dict(job.algorithm_specification or {}),
+        "InputDataConfig": list(job.input_data_config or []),
+        "OutputDataConfig": dict(job.output_data_config or {}),
+        "ResourceConfig": dict(job.resource_config or {}),
+        "StoppingCondition": dict(job.stopping_condition or {}),
+    }
+    runtime["pool"].submit(_run_training_job, backend, job, request, runtime)
+
+
+def _run_training_job(
+    backend: Any, job: Any, request: dict[str, Any], runtime: dict[str, Any]
+) -> None:
+    import time
+    from pathlib import Path
+
+    from moto.logs.models import logs_backends
+
+    from dogclf.aws.session import AwsContext
+    from dogclf.local.emulator import DUMMY_CREDENTIALS
+    from dogclf.local.job_executor import execute_training_job
+
+    logs = logs_backends[backend.account_id][backend.region_name]
+    if TRAINING_LOG_GROUP not in logs.groups:
+        logs.create_log_group(TRAINING_LOG_GROUP, tags={})
+    started = int(time.time())
+    streams: set[str] = set()
+
+    def on_log(line: str) -> None:
+        host, text = "algo-1", line
+        if line.startswith("[algo-") and "] " in line:  # a multi-host job's "[algo-2] ..."
+            host, text = line[1:].split("] ", 1)
+        stream = f"{job.training_job_name}/{host}-{started}"
+        if stream not in streams:
+            logs.create_log_stream(TRAINING_LOG_GROUP, stream)
+            streams.add(stream)
+        logs.put_log_events(
+            TRAINING_LOG_GROUP, stream, [{"timestamp": int(time.time() * 1000), "message": text}]
+        )
+
+    job.secondary_status = "Training"
+    try:
+        ctx = AwsContext(
+            region=runtime["region"],
+            endpoint_url=runtime["moto_url"],
+            credentials=DUMMY_CREDENTIALS,
+        )
+        outcome = execute_training_job(ctx, request, Path(runtime["workdir"]), on_log=on_log)
+    except Exception as exc:  # any failure is the job's, reported as AWS reports it
+        if job.training_job_status == "InProgress":
+            reason = str(getattr(exc, "message", exc)).splitlines()[0]
+            _set_training_status(job, "Failed", f"AlgorithmError: {reason}")
+        return
+    if job.training_job_status != "InProgress":  # stopped meanwhile
+        return
+    job.model_artifacts = {"S3ModelArtifacts": outcome.model_data}
+    _set_final_metrics(job, outcome.metrics)
+    _set_training_status(job, "Completed", None)
+    job.billable_time_in_seconds = max(1, int(time.time()) - started)
+
+
+@patch
+def _sagemaker_training_runtime_route() -> None:
+    from moto.moto_api._internal import urls
+
+    urls.url_paths["{0}" + TRAINING_RUNTIME_PATH] = _training_runtime_route
+
+
+def _refuse_autoscaled_type_change(backend: Any, endpoint: Any, config_name: str) -> None:
+    """AWS fails an UpdateEndpoint that changes the instance type of (or removes) a variant
+    registered with Application Auto Scaling; the message here paraphrases AWS's."""
+    from moto.applicationautoscaling.models import applicationautoscaling_backends
+    from moto.sagemaker.exceptions import ValidationError
+
+    scaling = applicationautoscaling_backends[backend.account_id][backend.region_name]
+    new = {
+        v["VariantName"]: v.get("InstanceType")
+        for v in backend.endpoint_configs[config_name].production_variants
+    }
+    old = backend.endpoint_configs[endpoint.endpoint_config_name].production_variants
+    for variant in old:
+        rid = f"endpoint/{endpoint.endpoint_name}/variant/{variant['VariantName']}"
+        if not scaling.describe_scalable_targets("sagemaker", [rid], None):
+            continue
+        if new.get(variant["VariantName"]) != variant.get("InstanceType"):
+            raise ValidationError(
+                message=f"The variant {variant['VariantName']} of endpoint "
+                f"{endpoint.endpoint_name} is registered with Application Auto Scaling; "
+                "deregister it before changing its instance type or removing it."
+            )
 
 
 def _tuning_children(backend: Any, tuning_arn: str) -> list[Any]:
@@ -446,6 +628,7 @@ def _sagemaker_tuning_jobs() -> None:
         rng = random.Random(name)
         spec = dict(definition.get("AlgorithmSpecification") or {})
         children = []
+        _sm_state(self)["in_tuning"] = True  # children get made-up metrics, not a real run
         for i in range(count):
             tuned = _sample_hyperparameters(config.get("ParameterRanges") or {}, rng)
             child_name = f"{name}-{i + 1:03d}-{rng.getrandbits(32):08x}"
@@ -477,6 +660,7 @@ def _sagemaker_tuning_jobs() -> None:
                     child, {objective["MetricName"]: round(rng.uniform(low, high), 4)}
                 )
             children.append(_child_summary(child, name, objective))
+        _sm_state(self)["in_tuning"] = False
         scored = [c for c in children if "FinalHyperParameterTuningJobObjectiveMetric" in c]
         if scored:
             pick = min if objective.get("Type") == "Minimize" else max

@@ -182,6 +182,7 @@ def container_env(
     instance_type: str,
     master_port: int,
     base: dict[str, str] | None = None,
+    code_dir: Path | None = None,
 ) -> dict[str, str]:
     """The environment the PyTorch training container sets for one host's process."""
     env = {
@@ -214,7 +215,7 @@ def container_env(
         "SM_LOG_LEVEL": 20,
         "SM_NETWORK_INTERFACE_NAME": "lo",
         "SM_MODULE_NAME": ENTRY_MODULE,
-        "SM_USER_ARGS": json.dumps(hyperparameters_to_cli_args(hyperparameters)),
+        "SM_USER_ARGS": json.dumps(program_arguments(hyperparameters)),
     }
     for name in channels:
         sm[f"SM_CHANNEL_{name.upper()}"] = layout.data / name
@@ -233,9 +234,12 @@ def container_env(
         )
         # N emulated hosts share this machine's cores (torchrun's own default is 1).
         env.setdefault("OMP_NUM_THREADS", str(max(1, cpus // len(hosts))))
-    # The job runs this checkout's dogclf, as the container runs the uploaded source dir.
-    package_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    # The job runs the uploaded source dir when there is one (the container's /opt/ml/code),
+    # else this checkout's dogclf.
+    code_root = str(code_dir or Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (code_root, env.get("PYTHONPATH")) if p)
+    if code_dir is not None:
+        env["SM_MODULE_DIR"] = str(code_dir)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -262,6 +266,21 @@ def _pump(name: str, stream: IO[str], lines: queue.Queue[tuple[str, str | None]]
     lines.put((name, None))
 
 
+@dataclass(frozen=True)
+class JobSpec:
+    """What one training job needs, whoever asked for it (the config, or a job request)."""
+
+    hyperparameters: dict[str, str]
+    instance_type: str
+    instance_count: int = 1
+    max_run: int = 86400
+    job_name: str = "local"
+    # The unpacked sagemaker_submit_directory and its sagemaker_program; None runs this
+    # checkout's entry module instead (what `train-sagemaker --local` rehearses).
+    code_dir: Path | None = None
+    program: str | None = None
+
+
 def run_local_job(
     cfg: DogclfConfig,
     channels: dict[str, Path],
@@ -277,26 +296,56 @@ def run_local_job(
     Raises ResourceFailedError (exit code + last log lines) when the entry point fails or
     runs past `training.max_run`, as the job would end in Failed/Stopped.
     """
-    require_extra("torch", "torch", "train-sagemaker --local")
-    from dogclf.training.artifact import pack_model_dir
-
-    if instance_count < 1:
-        raise DogclfError(f"instance_count must be >= 1, got {instance_count}")
     hps = dict(
         hyperparameters_from_config(cfg.training) if hyperparameters is None else hyperparameters
     )
+    spec = JobSpec(
+        hyperparameters=hps,
+        instance_type=cfg.training.instance_type,
+        instance_count=instance_count,
+        max_run=cfg.training.max_run,
+        job_name=job_name,
+    )
+    return run_job(spec, channels, workdir, on_log=on_log)
+
+
+def program_arguments(hyperparameters: dict[str, str]) -> list[str]:
+    """The container's driver passes every hyperparameter but its own `sagemaker_*` ones."""
+    return hyperparameters_to_cli_args(
+        {k: v for k, v in hyperparameters.items() if not k.startswith("sagemaker_")}
+    )
+
+
+def run_job(
+    spec: JobSpec,
+    channels: dict[str, Path],
+    workdir: Path,
+    *,
+    on_log: Callable[[str], None] | None = None,
+) -> LocalJobResult:
+    """Run one job's processes (one per emulated host) and pack its model; see run_local_job."""
+    require_extra("torch", "torch", "train-sagemaker --local")
+    from dogclf.training.artifact import pack_model_dir
+
+    if spec.instance_count < 1:
+        raise DogclfError(f"instance_count must be >= 1, got {spec.instance_count}")
+    hps = spec.hyperparameters
+    job_name = spec.job_name
     layout = _Layout(Path(workdir).resolve() / job_name)
-    hosts = [f"algo-{i + 1}" for i in range(instance_count)]
-    instance_type = cfg.training.instance_type
+    hosts = [f"algo-{i + 1}" for i in range(spec.instance_count)]
+    instance_type = spec.instance_type
     prepare_job_dir(layout, channels, hps, hosts, instance_type)
     log_path = layout.job_dir / "training.log"
-    command = [sys.executable, "-m", ENTRY_MODULE, *hyperparameters_to_cli_args(hps)]
+    if spec.code_dir is not None and spec.program:
+        command = [sys.executable, str(spec.code_dir / spec.program), *program_arguments(hps)]
+    else:
+        command = [sys.executable, "-m", ENTRY_MODULE, *program_arguments(hps)]
     master_port = _free_port()
 
     lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
     procs: dict[str, subprocess.Popen[str]] = {}
     tail: deque[str] = deque(maxlen=TAIL_LINES)
-    deadline = time.monotonic() + cfg.training.max_run
+    deadline = time.monotonic() + spec.max_run
     timed_out = False
     with open(log_path, "w", encoding="utf-8") as log:
         try:
@@ -309,10 +358,11 @@ def run_local_job(
                     host_index=index,
                     instance_type=instance_type,
                     master_port=master_port,
+                    code_dir=spec.code_dir,
                 )
                 proc = subprocess.Popen(
                     command,
-                    cwd=layout.opt_ml,
+                    cwd=spec.code_dir or layout.opt_ml,
                     env=env,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
@@ -349,7 +399,7 @@ def run_local_job(
     if timed_out or failed:
         reason = _failure_reason(layout)
         what = (
-            f"ran past training.max_run ({cfg.training.max_run} s) and was stopped"
+            f"ran past its max run time ({spec.max_run} s) and was stopped"
             if timed_out
             else "failed with exit code "
             + ", ".join(

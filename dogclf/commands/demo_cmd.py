@@ -1,0 +1,134 @@
+"""`dogclf demo`: the whole pipeline rehearsed on the embedded AWS emulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from dogclf.commands.options import JSON_OPTION
+
+
+def demo(
+    workdir: Path = typer.Option(
+        Path("demo-work"), "--workdir", help="Where the dataset, jobs, config and logs go."
+    ),
+    data: Path | None = typer.Option(
+        None, "--data", help="Use this dogImages folder instead of generating one."
+    ),
+    keep: bool = typer.Option(
+        False,
+        "--keep",
+        help="Skip teardown; leave the emulator and `dogclf serve` running and print the "
+        "environment that points any dogclf (or aws) command at them. Ctrl-C stops them.",
+    ),
+    classes: int = typer.Option(5, "--classes", min=2, max=16, help="Breeds to generate."),
+    images_per_class: int = typer.Option(
+        40, "--images-per-class", min=6, max=500, help="Images per breed (70/15/15 split)."
+    ),
+    epochs: int = typer.Option(6, "--epochs", min=1, max=100, help="Training epochs."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Upload -> train -> deploy -> scale -> lambda-deploy -> predict -> status -> teardown,
+    on an embedded AWS emulator: no account, no Docker, no network."""
+    from dogclf import render
+    from dogclf.errors import DogclfError, require_extra
+
+    require_extra("torch", "torch", "demo")
+    require_extra("moto", "emulator", "demo")
+    from dogclf.local.demo import Demo, DemoOptions, isolated_environ
+
+    opts = DemoOptions(
+        workdir=workdir,
+        data=data,
+        keep=keep,
+        classes=classes,
+        per_class=images_per_class,
+        epochs=epochs,
+    )
+
+    def narrate(line: str) -> None:
+        render.err.rule(f"[bold]{line}[/bold]", align="left")
+
+    def on_done(report: Any) -> None:
+        if report.ok:
+            render.success(f"{report.name} ({report.seconds:.1f} s): {report.created}")
+        else:
+            render.err.print(f"[bold red]✗ {report.name}:[/bold red] {report.error}")
+
+    with isolated_environ({}):
+        runner = Demo(opts, narrate, on_done)
+        result = runner.run()
+        if as_json:
+            render.print_json(result.as_dict())
+        else:
+            _print_summary(result)
+        failed = result.failed_step
+        if failed is not None:
+            raise DogclfError(
+                f"demo step `{failed.name}` failed: {failed.error}",
+                f"rerun with --debug; logs are under {workdir}",
+            )
+        if keep:
+            _hold(runner, result.env)
+
+
+def _print_summary(result: Any) -> None:
+    from rich.table import Table
+
+    from dogclf import render
+
+    table = Table(title="dogclf demo", title_justify="left", show_edge=False)
+    table.add_column("step")
+    table.add_column("", justify="center")
+    table.add_column("seconds", justify="right")
+    table.add_column("what it made", overflow="fold")
+    for s in result.steps:
+        mark = "[green]ok[/green]" if s.ok else "[red]FAILED[/red]"
+        table.add_row(s.name, mark, f"{s.seconds:.1f}", s.created if s.ok else str(s.error))
+    render.out.print(table)
+    if result.classes:
+        chance = 1 / result.classes
+        for via, acc in result.accuracy.items():
+            render.out.print(
+                f"test accuracy via {via}: [bold]{acc:.1%}[/bold] "
+                f"({result.classes} breeds, chance {chance:.1%})",
+                highlight=False,
+            )
+    if result.paths_agree is not None:
+        agree = "the same" if result.paths_agree else "DIFFERENT"
+        render.out.print(f"Lambda and endpoint gave {agree} top-1 breed for every image")
+    if result.left_after_teardown == []:
+        render.out.print("teardown: nothing left in the emulated account")
+
+
+def _hold(runner: Any, env: dict[str, str]) -> None:
+    """--keep: print the environment, then wait for Ctrl-C / SIGTERM."""
+    import signal
+    import threading
+
+    from dogclf import render
+
+    render.err.print(
+        "\nThe emulator and `dogclf serve` keep running. In another shell:", highlight=False
+    )
+    for key, value in sorted(env.items()):
+        render.err.print(f"export {key}={value}", highlight=False, markup=False)
+    render.err.print(
+        "then e.g. `dogclf status`, `dogclf predict IMG`, `dogclf teardown --yes`, "
+        "`aws s3 ls`. Ctrl-C here stops both.",
+        highlight=False,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runner.close()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)

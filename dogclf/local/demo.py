@@ -1,0 +1,438 @@
+"""`dogclf demo`: the whole pipeline against the embedded AWS emulator, step by step.
+
+Wiring only. Each step runs the real `dogclf` command in this process, through the same
+Typer group the console script uses, with `--json` so the summary can read its result; what
+plays AWS is the moto server (dogclf/local/emulator.py) with its training and Lambda
+runtimes switched on, and the endpoint's traffic goes to a real `dogclf serve` process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dogclf.errors import DogclfError
+
+ACCOUNT_ID = "123456789012"  # moto's default account
+REGION = "us-east-1"
+BUCKET = "dogclf-demo-artifacts"
+STAGE = "demo"
+
+
+@dataclass
+class DemoOptions:
+    workdir: Path
+    data: Path | None = None
+    keep: bool = False
+    classes: int = 5
+    per_class: int = 40
+    epochs: int = 6
+    image_size: int = 64
+
+
+@dataclass
+class StepReport:
+    name: str
+    ok: bool
+    seconds: float
+    created: str = ""
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.name,
+            "ok": self.ok,
+            "seconds": round(self.seconds, 2),
+            "created": self.created,
+            "error": self.error,
+        }
+
+
+@dataclass
+class DemoResult:
+    steps: list[StepReport] = field(default_factory=list)
+    classes: int = 0
+    training_metrics: dict[str, float] = field(default_factory=dict)
+    accuracy: dict[str, float] = field(default_factory=dict)  # per predict path, test split
+    paths_agree: bool | None = None
+    left_after_teardown: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.steps)
+
+    @property
+    def failed_step(self) -> StepReport | None:
+        return next((s for s in self.steps if not s.ok), None)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "steps": [s.as_dict() for s in self.steps],
+            "classes": self.classes,
+            "chance_accuracy": round(1 / self.classes, 4) if self.classes else None,
+            "training_metrics": self.training_metrics,
+            "test_accuracy": self.accuracy,
+            "paths_agree": self.paths_agree,
+            "left_after_teardown": self.left_after_teardown,
+            "env": self.env,
+        }
+
+
+def demo_config(opts: DemoOptions) -> str:
+    """dogclf.toml for the emulated account: small, CPU-sized, every step enabled."""
+    return f"""# Written by `dogclf demo`: the pipeline on the embedded AWS emulator.
+project = "dogclf"
+stage = "{STAGE}"
+
+[aws]
+region = "{REGION}"
+bucket = "{BUCKET}"
+role_arn = "arn:aws:iam::{ACCOUNT_ID}:role/dogclf-demo-sagemaker-execution"
+create_bucket = true
+
+[data]
+upload_workers = 8
+
+[training]
+arch = "tiny_cnn"
+pretrained = false
+freeze_backbone = false
+epochs = {opts.epochs}
+batch_size = 16
+lr = 0.005
+image_size = {opts.image_size}
+patience = {opts.epochs}
+instance_type = "ml.m5.xlarge"
+
+[endpoint]
+instance_type = "ml.m5.large"
+initial_instance_count = 1
+
+[autoscaling]
+min_instances = 1
+max_instances = 3
+
+[lambda]
+reserved_concurrency = 5
+provisioned_concurrency = 1
+"""
+
+
+# `status` rows that say a thing is not there.
+ABSENT = {"missing", "not configured"}
+
+
+def account_leftovers() -> list[str]:
+    """Everything in the emulated account that costs money or grants access, listed service
+    by service with plain boto3: a check of teardown that does not trust dogclf's own view.
+    (Training jobs stay, as on AWS: they are records, not running resources.)"""
+    import boto3
+
+    sm = boto3.client("sagemaker")
+    aas = boto3.client("application-autoscaling")
+    found = [f"s3 bucket {b['Name']}" for b in boto3.client("s3").list_buckets()["Buckets"]]
+    found += [f"endpoint {e['EndpointName']}" for e in sm.list_endpoints()["Endpoints"]]
+    found += [
+        f"endpoint config {c['EndpointConfigName']}"
+        for c in sm.list_endpoint_configs()["EndpointConfigs"]
+    ]
+    found += [f"sagemaker model {m['ModelName']}" for m in sm.list_models()["Models"]]
+    found += [
+        f"scalable target {t['ResourceId']}"
+        for t in aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    ]
+    found += [
+        f"scaling policy {p['PolicyName']}"
+        for p in aas.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
+    ]
+    found += [
+        f"lambda function {f['FunctionName']}"
+        for f in boto3.client("lambda").list_functions()["Functions"]
+    ]
+    found += [f"iam role {r['RoleName']}" for r in boto3.client("iam").list_roles()["Roles"]]
+    return found
+
+
+class CommandFailed(DogclfError):
+    """A command ended with a non-zero exit without raising (e.g. predict's per-file errors)."""
+
+
+def run_command(config: Path, *args: str) -> Any:
+    """`dogclf --config CONFIG ARGS --json` in this process; returns its parsed JSON.
+
+    The command's DogclfError reaches the caller (the group's one-line error printer is
+    bypassed) so the summary can name what failed. Progress and plans still go to stderr.
+    """
+    import click
+    import typer
+
+    from dogclf.cli import DogclfGroup, app
+
+    group = typer.main.get_command(app)
+    assert isinstance(group, DogclfGroup)
+    captured = io.StringIO()
+    argv = ["--config", str(config), *args, "--json"]
+    with contextlib.redirect_stdout(captured):
+        try:
+            with group.make_context("dogclf", argv) as ctx:
+                super(DogclfGroup, group).invoke(ctx)
+        except click.exceptions.Exit as exc:
+            if exc.exit_code:
+                raise CommandFailed(f"`dogclf {args[0]}` exited with {exc.exit_code}") from None
+    text = captured.getvalue()
+    return json.loads(text) if text.strip() else None
+
+
+@contextlib.contextmanager
+def isolated_environ(values: dict[str, str]) -> Iterator[None]:
+    """Only `values` of the AWS_* / DOGCLF_* variables for a block: nothing of the caller's
+    own AWS set-up (profile, region, endpoints) or dogclf overrides can leak into the demo."""
+    saved = dict(os.environ)
+    for key in list(os.environ):
+        if key.startswith(("AWS_", "DOGCLF_")) and key != "DOGCLF_DEBUG":
+            del os.environ[key]
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def accuracy(results: list[dict[str, Any]]) -> tuple[float, list[str]]:
+    """Top-1 accuracy against the breed in each image's folder name; also the top-1 labels."""
+    from dogclf.training.data import breed_name
+
+    labels = []
+    hits = 0
+    for item in results:
+        top = (item.get("predictions") or [{}])[0].get("label", "")
+        labels.append(str(top))
+        hits += top == breed_name(Path(item["image"]).parent.name)
+    return (hits / len(results) if results else 0.0), labels
+
+
+class Demo:
+    """The sequence; each `step` runs one stage and records what it made and how long."""
+
+    def __init__(
+        self,
+        opts: DemoOptions,
+        narrate: Callable[[str], None],
+        on_done: Callable[[StepReport], None] = lambda report: None,
+    ) -> None:
+        self.opts = opts
+        self.narrate = narrate
+        self.on_done = on_done
+        self.result = DemoResult()
+        self.workdir = opts.workdir.resolve()
+        self.config = self.workdir / "dogclf.toml"
+        self.data = (opts.data or self.workdir / "data").resolve()
+        self.emulator: Any = None
+        self.server: Any = None
+        self.total_steps = 0
+        self._labels: dict[str, list[str]] = {}
+
+    def step(self, name: str, what: str, fn: Callable[[], str]) -> None:
+        index = len(self.result.steps) + 1
+        self.narrate(f"[{index}/{self.total_steps}] {name}: {what}")
+        started = time.perf_counter()
+        try:
+            created = fn()
+        except DogclfError as exc:
+            report = StepReport(name, False, time.perf_counter() - started, error=exc.message)
+            self.result.steps.append(report)
+            self.on_done(report)
+            raise
+        report = StepReport(name, True, time.perf_counter() - started, created)
+        self.result.steps.append(report)
+        self.on_done(report)
+
+    # ------------------------------------------------------------------ the steps
+    def make_data(self) -> str:
+        from dogclf.training.synthetic import make_dataset
+
+        if self.opts.data is None:
+            if self.data.exists():
+                shutil.rmtree(self.data)
+            make_dataset(
+                self.data,
+                classes=self.opts.classes,
+                per_class=self.opts.per_class,
+                size_range=(96, 160),
+                seed=7,
+            )
+        elif not self.data.is_dir():
+            raise DogclfError(f"--data {self.data} is not a folder", "pass a dogImages folder")
+        breeds = sorted(p.name for p in (self.data / "train").iterdir() if p.is_dir())
+        self.result.classes = len(breeds)
+        images = sum(1 for p in self.data.rglob("*") if p.is_file())
+        return f"{images} images of {len(breeds)} breeds in {self.data}"
+
+    def start_emulator(self) -> str:
+        from dogclf.local import moto_ext
+        from dogclf.local.emulator import start_emulator
+
+        self.emulator = start_emulator()
+        moto_ext.enable_training_runtime(self.emulator.url, str(self.workdir / "jobs"))
+        self.config.write_text(demo_config(self.opts), encoding="utf-8")
+        self.result.env = {
+            **self.emulator.env(),
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "DOGCLF_CONFIG": str(self.config),
+        }
+        os.environ.update(self.result.env)
+        return f"moto {moto_ext.MOTO_VERSION} at {self.emulator.url}; config {self.config}"
+
+    def upload(self) -> str:
+        out = run_command(self.config, "upload", str(self.data))
+        return f"{out['uploaded']} files -> {out['uri']} (bucket created, private, TLS-only)"
+
+    def train(self) -> str:
+        out = run_command(self.config, "train-sagemaker", "--poll-interval", "0.5")
+        self.result.training_metrics = dict(out.get("metrics") or {})
+        self.model_data = str(out["model_data"])
+        test = self.result.training_metrics.get("test_accuracy")
+        shown = f"; test_accuracy {test:.3f}" if test is not None else ""
+        return f"training job {out['job']} {out['status']} -> {self.model_data}{shown}"
+
+    def deploy(self) -> str:
+        out = run_command(self.config, "deploy", "--poll-interval", "0")
+        return (
+            f"model {out['model']}, config {out['endpoint_config']}, endpoint "
+            f"{out['endpoint']} ({out['instance_count']} x {out['instance_type']}, {out['status']})"
+        )
+
+    def serve(self) -> str:
+        from dogclf.local import moto_ext
+        from dogclf.local.serve_process import start_serve
+
+        self.server = start_serve(
+            self.model_data,
+            env=dict(os.environ),
+            extra_args=("--max-batch-wait-ms", "2"),
+            log_path=self.workdir / "serve.log",
+        )
+        runtime = {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.server.url}
+        self.result.env.update(runtime)
+        os.environ.update(runtime)
+        # The emulated Lambda's boto3 must reach the same endpoint traffic.
+        moto_ext.enable_lambda_runtime(self.emulator.url, runtime)
+        return f"dogclf serve {self.server.url} answers the endpoint's invocations"
+
+    def scale(self) -> str:
+        out = run_command(self.config, "scale")
+        t = out["target_tracking"]
+        return (
+            f"{out['resource_id']}: {out['min_instances']}..{out['max_instances']} instances, "
+            f"target {t['TargetValue']:g} invocations/instance/min"
+        )
+
+    def lambda_deploy(self) -> str:
+        out = run_command(self.config, "lambda-deploy")
+        fn = out["function"] or {}
+        alias = fn.get("alias") or {}
+        role = fn.get("role") or {}
+        policies = ", ".join(role.get("inline_policies") or [])
+        return (
+            f"function {fn.get('name')}, role {role.get('name')} (only {policies}), "
+            f"alias {alias.get('name')} -> v{alias.get('version')}, "
+            f"reserved {fn.get('reserved_concurrency')}, provisioned "
+            f"{(fn.get('provisioned_concurrency') or {}).get('requested', 0)}"
+        )
+
+    def predict(self, via: str) -> str:
+        test = self.data / "test"
+        out = run_command(self.config, "predict", str(test), "--via", via)
+        acc, labels = accuracy(out)
+        self.result.accuracy[via] = round(acc, 4)
+        self._labels[via] = labels
+        if len(self._labels) == 2:
+            first, second = self._labels.values()
+            self.result.paths_agree = first == second
+        return f"{len(out)} test images, top-1 accuracy {acc:.3f} (chance {1 / self.result.classes:.3f})"
+
+    def status(self) -> str:
+        out = run_command(self.config, "status")
+        running = [r for r in out["resources"] if r.get("running")]
+        cost = out["hourly_cost"]
+        return (
+            f"{len(out['resources'])} resources, {len(running)} billed by the hour: "
+            f"${cost['known_usd']:.3f}/hour if this were AWS"
+        )
+
+    def teardown(self) -> str:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        out = run_command(self.config, "teardown", "--yes", "--data") or {}
+        after = run_command(self.config, "status")
+        left = [f"{r['kind']} {r['name']}" for r in after["resources"] if r["state"] not in ABSENT]
+        left += account_leftovers()
+        self.result.left_after_teardown = left
+        if left:
+            raise DogclfError("teardown left resources behind: " + ", ".join(left))
+        return (
+            f"deleted {len(out.get('deleted', []))} resources; neither `status` nor a listing "
+            "of every service finds anything left"
+        )
+
+    # ------------------------------------------------------------------ the sequence
+    def run(self) -> DemoResult:
+        steps: list[tuple[str, str, Callable[[], str]]] = [
+            ("dataset", "a small dogImages-layout dataset", self.make_data),
+            ("emulator", "the embedded AWS emulator on loopback", self.start_emulator),
+            ("upload", "validate the dataset and sync it to S3", self.upload),
+            ("train-sagemaker", "a SageMaker training job, run by the emulator", self.train),
+            ("deploy", "model, endpoint config and endpoint", self.deploy),
+            ("serve", "the endpoint's traffic: a real `dogclf serve`", self.serve),
+            ("scale", "auto-scaling on the endpoint variant", self.scale),
+            (
+                "lambda-deploy",
+                "least-privilege Lambda in front of the endpoint",
+                self.lambda_deploy,
+            ),
+            (
+                "predict --via lambda",
+                "the test split through the Lambda",
+                lambda: self.predict("lambda"),
+            ),
+            (
+                "predict --via endpoint",
+                "the test split through the endpoint",
+                lambda: self.predict("endpoint"),
+            ),
+            ("status", "what exists and what it would cost", self.status),
+        ]
+        if not self.opts.keep:
+            steps.append(("teardown", "delete everything, then check", self.teardown))
+        self.total_steps = len(steps)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            for name, what, fn in steps:
+                self.step(name, what, fn)
+        except DogclfError:
+            pass  # recorded in the step's report; the caller names it
+        finally:
+            if not (self.opts.keep and self.result.ok):
+                self.close()
+        return self.result
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        if self.emulator is not None:
+            self.emulator.stop()
+            self.emulator = None

@@ -1,0 +1,150 @@
+"""`dogclf demo` end to end, as a user runs it: the installed command in a subprocess, on the
+embedded emulator, at a reduced size (3 breeds, 2 epochs) so CI stays quick."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+SMALL = ("--classes", "3", "--images-per-class", "9", "--epochs", "2")
+STEPS = [
+    "dataset",
+    "emulator",
+    "upload",
+    "train-sagemaker",
+    "deploy",
+    "serve",
+    "scale",
+    "lambda-deploy",
+    "predict --via lambda",
+    "predict --via endpoint",
+    "status",
+    "teardown",
+]
+
+
+def clean_env() -> dict[str, str]:
+    """The caller's AWS and dogclf settings removed: the demo must need none of them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DOGCLF_"))}
+    env["COLUMNS"] = "200"
+    return env
+
+
+def demo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dogclf", "demo", *args],
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_demo_runs_every_step_and_leaves_nothing(tmp_path: Path) -> None:
+    done = demo("--json", "--workdir", str(tmp_path / "work"), *SMALL, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert [s["step"] for s in summary["steps"]] == STEPS
+    assert all(s["ok"] for s in summary["steps"]), summary["steps"]
+    assert summary["ok"] and summary["classes"] == 3
+    # Predictions came back through both paths, the same for every image, above chance.
+    assert set(summary["test_accuracy"]) == {"lambda", "endpoint"}
+    assert summary["paths_agree"] is True
+    assert min(summary["test_accuracy"].values()) > summary["chance_accuracy"]
+    assert "test_accuracy" in summary["training_metrics"]
+    assert summary["left_after_teardown"] == []
+    # Each step narrated on stderr; nothing of the emulator's access log.
+    assert "[4/12] train-sagemaker" in done.stderr and "test_accuracy=" in done.stderr
+    assert '"POST / HTTP/1.1"' not in done.stderr
+
+
+@pytest.mark.slow
+def test_table_summary_and_failed_step_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad-data"
+    (bad / "train" / "001.Affenpinscher").mkdir(parents=True)  # no valid/ or test/
+    done = demo("--data", str(bad), "--workdir", str(tmp_path / "work"), cwd=tmp_path)
+    assert done.returncode == 1
+    assert "demo step `upload` failed" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert re.search(r"upload\s.*FAILED", done.stdout)  # the table names it too
+    assert "train-sagemaker" not in done.stdout  # later steps did not run
+
+
+def _read_lines(stream: object, lines: queue.Queue[str | None]) -> None:
+    for line in stream:  # type: ignore[attr-defined]
+        lines.put(line)
+    lines.put(None)
+
+
+@pytest.mark.slow
+def test_keep_leaves_an_emulator_that_real_commands_use(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dogclf",
+            "demo",
+            "--keep",
+            "--workdir",
+            str(tmp_path / "w"),
+            *SMALL,
+        ],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=_read_lines, args=(proc.stderr, lines), daemon=True).start()
+    exports: dict[str, str] = {}
+    try:
+        while True:
+            line = lines.get()
+            assert line is not None, f"demo --keep exited with {proc.wait()}"
+            match = re.match(r"export (\w+)=(.*)", line.strip())
+            if match:
+                exports[match.group(1)] = match.group(2)
+            if "Ctrl-C here stops both" in line:
+                break
+        env = {**clean_env(), **exports}
+        assert {"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", "DOGCLF_CONFIG"} <= set(
+            env
+        )
+
+        def dogclf(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "dogclf", *args],
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+
+        status = dogclf("status", "--json")
+        assert status.returncode == 0, status.stderr
+        kinds = {r["kind"] for r in json.loads(status.stdout)["resources"]}
+        assert {"endpoint", "lambda function", "scalable target"} <= kinds
+        image = next((tmp_path / "w" / "data" / "test").rglob("*.jpg"))
+        for via in ("endpoint", "lambda"):
+            predicted = dogclf("predict", str(image), "--via", via, "--json")
+            assert predicted.returncode == 0, predicted.stderr
+            assert json.loads(predicted.stdout)[0]["predictions"][0]["label"]
+        down = dogclf("teardown", "--yes", "--json")
+        assert down.returncode == 0, down.stderr
+        assert json.loads(dogclf("teardown", "--json").stdout)["deleted"] == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0
