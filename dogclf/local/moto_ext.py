@@ -479,6 +479,7 @@ def _run_training_job(
     from dogclf.aws.session import AwsContext
     from dogclf.local.emulator import DUMMY_CREDENTIALS
     from dogclf.local.job_executor import execute_training_job
+    from dogclf.local.runner import JobFailedError
 
     logs = logs_backends[backend.account_id][backend.region_name]
     if TRAINING_LOG_GROUP not in logs.groups:
@@ -506,10 +507,17 @@ def _run_training_job(
             credentials=DUMMY_CREDENTIALS,
         )
         outcome = execute_training_job(ctx, request, Path(runtime["workdir"]), on_log=on_log)
-    except Exception as exc:  # any failure is the job's, reported as AWS reports it
+    except JobFailedError as exc:  # the program's own failure, worded as SageMaker does
+        if job.training_job_status == "InProgress":
+            detail = f": {exc.reason}" if exc.reason else ""
+            _set_training_status(
+                job, "Failed", f"AlgorithmError: the entry point {exc.what}{detail}"
+            )
+        return
+    except Exception as exc:  # the data or code could not be fetched or stored
         if job.training_job_status == "InProgress":
             reason = str(getattr(exc, "message", exc)).splitlines()[0]
-            _set_training_status(job, "Failed", f"AlgorithmError: {reason}")
+            _set_training_status(job, "Failed", f"ClientError: {reason}")
         return
     if job.training_job_status != "InProgress":  # stopped meanwhile
         return

@@ -54,6 +54,15 @@ _SCRUB = {
 }
 
 
+class JobFailedError(ResourceFailedError):
+    """The entry point failed or ran too long; `what` and `reason` as SageMaker would say."""
+
+    def __init__(self, message: str, hint: str, *, what: str, reason: str) -> None:
+        super().__init__(message, hint)
+        self.what = what
+        self.reason = reason
+
+
 @dataclass
 class LocalJobResult:
     job_dir: Path
@@ -407,12 +416,14 @@ def run_job(
                 for host, code in failed.items()
             )
         )
-        raise ResourceFailedError(
+        raise JobFailedError(
             f"local training job {job_name} {what}"
             + (f": {reason}" if reason else "")
             + "\nlast log lines:\n"
             + "\n".join(tail),
             f"full log: {log_path}",
+            what=what,
+            reason=reason,
         )
     model_tar = pack_model_dir(layout.model, layout.job_dir / "output" / "model.tar.gz")
     metrics_file = layout.model / "metrics.json"
