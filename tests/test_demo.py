@@ -148,3 +148,14 @@ def test_keep_leaves_an_emulator_that_real_commands_use(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0
+
+
+def test_a_workdir_with_other_files_is_refused_untouched(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "precious.txt").write_text("mine")
+    done = demo("--workdir", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 1
+    assert "not empty and was not made by `dogclf demo`" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert (tmp_path / "data" / "precious.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]

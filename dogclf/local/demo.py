@@ -163,6 +163,22 @@ def account_leftovers() -> list[str]:
     return found
 
 
+MARKER = ".dogclf-demo"
+
+
+def claim_workdir(workdir: Path) -> None:
+    """Create the work folder, or reuse one an earlier demo made (its data/ and jobs/ are
+    replaced). Any other non-empty folder is refused: the demo must never delete user files."""
+    if workdir.exists() and any(workdir.iterdir()) and not (workdir / MARKER).is_file():
+        raise DogclfError(
+            f"{workdir} is not empty and was not made by `dogclf demo`",
+            "pass --workdir with a new or empty folder",
+        )
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / MARKER).write_text("made by `dogclf demo`; safe to delete\n", encoding="utf-8")
+    shutil.rmtree(workdir / "jobs", ignore_errors=True)
+
+
 class CommandFailed(DogclfError):
     """A command ended with a non-zero exit without raising (e.g. predict's per-file errors)."""
 
@@ -418,7 +434,7 @@ class Demo:
         if not self.opts.keep:
             steps.append(("teardown", "delete everything, then check", self.teardown))
         self.total_steps = len(steps)
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        claim_workdir(self.workdir)  # before any step: a refusal is the whole command's error
         try:
             for name, what, fn in steps:
                 self.step(name, what, fn)
