@@ -139,3 +139,25 @@ def enforce_iam(emulator: Emulator, on: bool) -> None:
 
 def env_without_aws() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+
+
+def record_operations(monkeypatch: Any) -> list[str]:
+    """The name of every AWS operation dogclf sends from now on (botocore's before-call
+    event on each client AwsContext builds): a dry run must send only reads."""
+    from dogclf.aws.session import AwsContext
+
+    operations: list[str] = []
+    original = AwsContext.client
+
+    def recording_client(self: AwsContext, service: str, **config: Any) -> Any:
+        client = original(self, service, **config)
+        client.meta.events.register(
+            "before-call", lambda model, **_: operations.append(model.name), unique_id="rec"
+        )
+        return client
+
+    monkeypatch.setattr(AwsContext, "client", recording_client)
+    return operations
+
+
+READ_ONLY = ("Get", "List", "Describe", "Head")

@@ -3,14 +3,14 @@ target-tracking policy on SageMakerVariantInvocationsPerInstance.
 
 Both calls are upserts in Application Auto Scaling, so an update is the same call with new
 numbers; the plan compares what is registered with the config to say create / update /
-no-op.
+no-op. `deploy` pauses scaling (`pause` / `resume`) around an instance-type change, which
+AWS refuses on a registered variant.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dogclf.aws.endpoints import describe_endpoint
 from dogclf.aws.session import AwsContext, aws_errors, call, get_or_none
 from dogclf.errors import NotFoundError
 from dogclf.plan import Action, Plan, Step
@@ -71,7 +71,40 @@ def _policy_differences(current: dict[str, Any], wanted: dict[str, Any]) -> list
     return changes
 
 
+def register_target(ctx: AwsContext, cfg: DogclfConfig, *, with_tags: bool) -> Any:
+    a, rid = cfg.autoscaling, resource_id(cfg)
+    kwargs: dict[str, Any] = {
+        "ServiceNamespace": NAMESPACE,
+        "ResourceId": rid,
+        "ScalableDimension": DIMENSION,
+        "MinCapacity": a.min_instances,
+        "MaxCapacity": a.max_instances,
+    }
+    if with_tags:  # tags go on at registration; a later update keeps them
+        kwargs["Tags"] = dict(cfg.tags)
+    return call(
+        f"register scalable target {rid}",
+        ctx.client("application-autoscaling").register_scalable_target,
+        **kwargs,
+    )
+
+
+def put_policy(ctx: AwsContext, cfg: DogclfConfig) -> Any:
+    return call(
+        f"put scaling policy {cfg.names.scaling_policy}",
+        ctx.client("application-autoscaling").put_scaling_policy,
+        PolicyName=cfg.names.scaling_policy,
+        ServiceNamespace=NAMESPACE,
+        ResourceId=resource_id(cfg),
+        ScalableDimension=DIMENSION,
+        PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration=policy_configuration(cfg),
+    )
+
+
 def plan_scale(plan: Plan, ctx: AwsContext, cfg: DogclfConfig) -> None:
+    from dogclf.aws.endpoints import describe_endpoint  # endpoints imports this module
+
     endpoint = describe_endpoint(ctx, cfg.names.endpoint)
     if endpoint is None:
         raise NotFoundError(
@@ -84,32 +117,25 @@ def plan_scale(plan: Plan, ctx: AwsContext, cfg: DogclfConfig) -> None:
             f"(it has {', '.join(variants)})",
             "run `dogclf deploy` so the endpoint matches endpoint.variant_name",
         )
-    aas = ctx.client("application-autoscaling")
     rid, a = resource_id(cfg), cfg.autoscaling
     bounds = f"{a.min_instances}..{a.max_instances} instances"
 
-    def register(with_tags: bool) -> Any:
-        kwargs: dict[str, Any] = {
-            "ServiceNamespace": NAMESPACE,
-            "ResourceId": rid,
-            "ScalableDimension": DIMENSION,
-            "MinCapacity": a.min_instances,
-            "MaxCapacity": a.max_instances,
-        }
-        if with_tags:  # tags go on at registration; a later update keeps them
-            kwargs["Tags"] = dict(cfg.tags)
-        return call(f"register scalable target {rid}", aas.register_scalable_target, **kwargs)
-
     target = current_target(ctx, cfg)
     if target is None:
-        plan.add(Action.CREATE, "scalable target", rid, bounds, lambda: register(True))
+        plan.add(
+            Action.CREATE,
+            "scalable target",
+            rid,
+            bounds,
+            lambda: register_target(ctx, cfg, with_tags=True),
+        )
     elif (target["MinCapacity"], target["MaxCapacity"]) != (a.min_instances, a.max_instances):
         plan.add(
             Action.UPDATE,
             "scalable target",
             rid,
             f"{target['MinCapacity']}..{target['MaxCapacity']} -> {bounds}",
-            lambda: register(False),
+            lambda: register_target(ctx, cfg, with_tags=False),
         )
     else:
         plan.add(Action.NOOP, "scalable target", rid, bounds)
@@ -119,20 +145,11 @@ def plan_scale(plan: Plan, ctx: AwsContext, cfg: DogclfConfig) -> None:
         f"target {wanted['TargetValue']:g} invocations/instance/min, cooldowns "
         f"in {a.scale_in_cooldown} s / out {a.scale_out_cooldown} s"
     )
+    policy = current_policy(ctx, cfg) if target is not None else None
 
     def put() -> Any:
-        return call(
-            f"put scaling policy {cfg.names.scaling_policy}",
-            aas.put_scaling_policy,
-            PolicyName=cfg.names.scaling_policy,
-            ServiceNamespace=NAMESPACE,
-            ResourceId=rid,
-            ScalableDimension=DIMENSION,
-            PolicyType="TargetTrackingScaling",
-            TargetTrackingScalingPolicyConfiguration=wanted,
-        )
+        return put_policy(ctx, cfg)
 
-    policy = current_policy(ctx, cfg) if target is not None else None
     if policy is None:
         plan.add(Action.CREATE, "scaling policy", cfg.names.scaling_policy, summary, put)
     else:
@@ -143,6 +160,19 @@ def plan_scale(plan: Plan, ctx: AwsContext, cfg: DogclfConfig) -> None:
             )
         else:
             plan.add(Action.NOOP, "scaling policy", cfg.names.scaling_policy, summary)
+
+
+def pause(ctx: AwsContext, cfg: DogclfConfig) -> None:
+    """Delete the policy and deregister the target (before an instance-type change)."""
+    for step in delete_steps(ctx, cfg):
+        assert step.apply is not None
+        step.apply()
+
+
+def resume(ctx: AwsContext, cfg: DogclfConfig) -> None:
+    """Register the target and put the policy again, with the configured numbers."""
+    register_target(ctx, cfg, with_tags=True)
+    put_policy(ctx, cfg)
 
 
 def delete_steps(ctx: AwsContext, cfg: DogclfConfig) -> list[Step]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dogclf import render
+from dogclf.aws import autoscaling
 from dogclf.aws.cli_support import tag_list
 from dogclf.aws.polling import wait_until
 from dogclf.aws.session import AwsContext, aws_errors, call, get_or_none
@@ -248,25 +249,34 @@ def plan_deploy(
             ),
         )
 
-    _plan_endpoint(plan, ctx, spec, tags, poll_interval)
+    _plan_endpoint(plan, ctx, cfg, spec, tags, poll_interval)
     _plan_cleanup(plan, ctx, cfg, spec)
 
 
 def _plan_endpoint(
-    plan: Plan, ctx: AwsContext, spec: DeploySpec, tags: list[dict[str, str]], poll: float
+    plan: Plan,
+    ctx: AwsContext,
+    cfg: DogclfConfig,
+    spec: DeploySpec,
+    tags: list[dict[str, str]],
+    poll: float,
 ) -> None:
     sm = ctx.client("sagemaker")
     current = describe_endpoint(ctx, spec.endpoint)
 
-    def create() -> None:
+    def switch(verb: str, fn: Callable[..., Any], **extra: Any) -> None:
+        """Create or update the endpoint on the new config, then wait for InService."""
         call(
-            f"create endpoint {spec.endpoint}",
-            sm.create_endpoint,
+            f"{verb} endpoint {spec.endpoint}",
+            fn,
             EndpointName=spec.endpoint,
             EndpointConfigName=spec.config_name,
-            Tags=tags,
+            **extra,
         )
         wait_endpoint(ctx, spec.endpoint, expect_config=spec.config_name, poll_interval=poll)
+
+    def create() -> None:
+        switch("create", sm.create_endpoint, Tags=tags)
 
     if current is None:
         plan.add(
@@ -302,18 +312,54 @@ def _plan_endpoint(
         plan.add(Action.NOOP, "endpoint", spec.endpoint, f"InService on {on}")
         return
 
-    def update() -> None:
-        call(
-            f"update endpoint {spec.endpoint}",
-            sm.update_endpoint,
-            EndpointName=spec.endpoint,
-            EndpointConfigName=spec.config_name,
-        )
-        wait_endpoint(ctx, spec.endpoint, expect_config=spec.config_name, poll_interval=poll)
+    scaled = autoscaling.current_target(ctx, cfg) is not None
+    old_type = _variant_type(ctx, on, spec.variant)
+    # AWS refuses to change the instance type of a variant registered for auto-scaling;
+    # a model-only change keeps the count auto-scaling chose (RetainAllVariantProperties).
+    pause = scaled and old_type != spec.instance_type
+    retain = scaled and not pause
 
-    plan.add(
-        Action.UPDATE, "endpoint", spec.endpoint, f"blue/green: {on} -> {spec.config_name}", update
+    def update() -> None:
+        if pause:
+            autoscaling.pause(ctx, cfg)
+        try:
+            switch("update", sm.update_endpoint, RetainAllVariantProperties=retain)
+        except Exception:
+            if pause:  # the old fleet still serves: give it its scaling back
+                _resume_quietly(ctx, cfg)
+            raise
+        if pause:
+            autoscaling.resume(ctx, cfg)
+
+    message = f"blue/green: {on} -> {spec.config_name}"
+    if pause:
+        a = cfg.autoscaling
+        message += (
+            f"; auto-scaling off during the switch ({old_type} -> {spec.instance_type}), "
+            f"then on again at {a.min_instances}..{a.max_instances}"
+        )
+    elif retain:
+        message += "; keeps the instance count auto-scaling set"
+    plan.add(Action.UPDATE, "endpoint", spec.endpoint, message, update)
+
+
+def _variant_type(ctx: AwsContext, config_name: str, variant: str) -> str | None:
+    config = get_or_none(
+        f"describe endpoint config {config_name}",
+        ctx.client("sagemaker").describe_endpoint_config,
+        EndpointConfigName=config_name,
     )
+    for v in (config or {}).get("ProductionVariants", []):
+        if v["VariantName"] == variant:
+            return str(v.get("InstanceType"))
+    return None
+
+
+def _resume_quietly(ctx: AwsContext, cfg: DogclfConfig) -> None:
+    try:
+        autoscaling.resume(ctx, cfg)
+    except AwsError as exc:
+        render.warn(f"auto-scaling is off: {exc.message}; run `dogclf scale` once it is InService")
 
 
 def _plan_cleanup(plan: Plan, ctx: AwsContext, cfg: DogclfConfig, spec: DeploySpec) -> None:

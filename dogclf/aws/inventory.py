@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 
-from dogclf.aws import autoscaling, endpoints
+from dogclf.aws import autoscaling, endpoints, iam, lambda_fn
 from dogclf.aws.artifacts import parse_s3_uri, read_latest
 from dogclf.aws.pricing import instances_cost
 from dogclf.aws.s3 import bucket_exists, delete_keys, list_objects_parallel
@@ -112,6 +112,48 @@ def describe_autoscaling(ctx: AwsContext, cfg: DogclfConfig) -> list[ResourceSta
     return found
 
 
+# ---------------------------------------------------------------- Lambda
+
+
+def describe_lambda(ctx: AwsContext, cfg: DogclfConfig) -> list[ResourceStatus]:
+    """The function (alias, concurrency, URL), its provisioned concurrency, its role."""
+    found = []
+    fn = lambda_fn.describe(ctx, cfg)
+    if fn is not None:
+        parts = [f"{fn['runtime']} {fn['architecture']} {fn['memory_mb']} MB"]
+        alias, pc = fn.get("alias"), fn.get("provisioned_concurrency")
+        if alias:
+            parts.append(f"alias {alias['name']} -> version {alias['version']}")
+        if fn.get("reserved_concurrency") is not None:
+            parts.append(f"reserved concurrency {fn['reserved_concurrency']}")
+        if fn.get("url"):
+            parts.append(f"url {fn['url']}")
+        found.append(ResourceStatus("lambda function", fn["name"], fn["state"], "; ".join(parts)))
+        if pc and alias:
+            # Billed per GB-second while configured; the price table has no Lambda prices.
+            found.append(
+                ResourceStatus(
+                    "provisioned concurrency",
+                    f"{fn['name']}:{alias['name']}",
+                    pc["status"],
+                    f"{pc['requested']} environments x {fn['memory_mb']} MB, billed while set",
+                    None,
+                    True,
+                )
+            )
+    role = fn["role"] if fn is not None else iam.describe_role(ctx, cfg)
+    if role:
+        policies = role["inline_policies"] + role["attached_policies"]
+        found.append(
+            ResourceStatus(
+                "iam role", role["name"], "exists", "policies: " + (", ".join(policies) or "none")
+            )
+        )
+    if fn is not None and fn.get("log_group"):
+        found.append(ResourceStatus("log group", fn["log_group"], "exists", "the function's logs"))
+    return found
+
+
 # ---------------------------------------------------------------- endpoint, configs, models
 
 
@@ -192,7 +234,7 @@ def config_delete_steps(ctx: AwsContext, cfg: DogclfConfig) -> list[Step]:
             Action.DELETE,
             "endpoint config",
             s.name,
-            "",
+            "unused once the endpoint is gone",
             endpoints.deleter(sm.delete_endpoint_config, EndpointConfigName=s.name),
         )
         for s in describe_configs(ctx, cfg)
@@ -211,7 +253,7 @@ def model_delete_steps(ctx: AwsContext, cfg: DogclfConfig) -> list[Step]:
             Action.DELETE,
             "sagemaker model",
             s.name,
-            "",
+            "its SageMaker record (model.tar.gz in S3 is data)",
             endpoints.deleter(sm.delete_model, ModelName=s.name),
         )
         for s in describe_models(ctx, cfg)
@@ -419,18 +461,50 @@ def data_delete_steps(ctx: AwsContext, cfg: DogclfConfig) -> list[Step]:
     if not cfg.aws.bucket or not bucket_exists(ctx, cfg.aws.bucket):
         return []
     bucket, prefix, objects = _stage_objects(ctx, cfg)
-    if not objects:
-        return []
-    keys = [o.key for o in objects]
-    return [
-        Step(
-            Action.DELETE,
-            "s3 objects",
-            f"s3://{bucket}/{prefix}",
-            f"{len(keys)} objects: data, code, models, checkpoints (the bucket stays)",
-            lambda: delete_keys(ctx, bucket, keys),
+    keys = sorted(o.key for o in objects)
+    steps = []
+    if keys:
+        steps.append(
+            Step(
+                Action.DELETE,
+                "s3 objects",
+                f"s3://{bucket}/{prefix}",
+                f"{len(keys)} objects: data, code, models, checkpoints",
+                lambda: delete_keys(ctx, bucket, keys),
+            )
         )
-    ]
+    if _bucket_is_ours(ctx, cfg, bucket) and not _others_in_bucket(ctx, bucket, prefix, keys):
+        steps.append(
+            Step(
+                Action.DELETE,
+                "s3 bucket",
+                bucket,
+                f"created for {cfg.project}/{cfg.stage}, empty once its objects are gone",
+                endpoints.deleter(ctx.client("s3").delete_bucket, Bucket=bucket),
+            )
+        )
+    return steps
+
+
+def _bucket_is_ours(ctx: AwsContext, cfg: DogclfConfig, bucket: str) -> bool:
+    """Tagged with this project/stage: `upload --create-bucket` made it for this stage."""
+    found = get_or_none(
+        f"read the tags of bucket {bucket}", ctx.client("s3").get_bucket_tagging, Bucket=bucket
+    )
+    tags = {t["Key"]: t["Value"] for t in (found or {}).get("TagSet", [])}
+    return tags.get("dogclf:project") == cfg.project and tags.get("dogclf:stage") == cfg.stage
+
+
+def _others_in_bucket(ctx: AwsContext, bucket: str, prefix: str, ours: list[str]) -> bool:
+    """Any key outside our prefix: keys list in order, so look before it and after it."""
+    s3 = ctx.client("s3")
+    with aws_errors(f"list bucket {bucket}"):
+        first = s3.list_objects_v2(Bucket=bucket, MaxKeys=1).get("Contents", [])
+        if first and not first[0]["Key"].startswith(prefix):
+            return True
+        after = ours[-1] if ours else prefix
+        rest = s3.list_objects_v2(Bucket=bucket, MaxKeys=1, StartAfter=after).get("Contents", [])
+    return bool(rest) and not rest[0]["Key"].startswith(prefix)
 
 
 def _nothing(ctx: AwsContext, cfg: DogclfConfig) -> list[Step]:
@@ -441,7 +515,7 @@ def _nothing(ctx: AwsContext, cfg: DogclfConfig) -> list[Step]:
 
 KINDS: list[ResourceKind] = [
     ResourceKind("autoscaling", describe_autoscaling, autoscaling.delete_steps),
-    # the Lambda kind (function, alias, concurrency, URL, role) goes here, before the endpoint
+    ResourceKind("lambda", describe_lambda, lambda_fn.delete_steps),  # calls the endpoint
     ResourceKind("endpoint", describe_endpoint, endpoint_delete_steps),
     ResourceKind("endpoint configs", describe_configs, config_delete_steps),
     ResourceKind("models", describe_models, model_delete_steps),

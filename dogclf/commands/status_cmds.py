@@ -79,7 +79,7 @@ def teardown(
     from dogclf import render
     from dogclf.aws.cli_support import show_plan
     from dogclf.aws.session import AwsContext
-    from dogclf.aws.teardown import leftovers, plan_teardown
+    from dogclf.aws.teardown import leftovers, plan_teardown, tagged_leftovers
     from dogclf.cli import state
     from dogclf.errors import DogclfError
     from dogclf.plan import apply_plan
@@ -90,8 +90,15 @@ def teardown(
     if show_plan(plan, dry_run=dry_run, as_json=as_json):
         return
     if plan.is_noop:
+        tagged = tagged_leftovers(aws, cfg)
+        if tagged:  # tagged as ours, but of no kind dogclf knows how to delete
+            raise DogclfError(
+                "nothing left that dogclf deletes, but these are still tagged "
+                f"dogclf:project={cfg.project}, dogclf:stage={cfg.stage}:\n" + "\n".join(tagged),
+                "delete them in the AWS console (or with the tool that made them)",
+            )
         if as_json:
-            render.print_json({"deleted": [], "left": {"steps": [], "tagged": []}})
+            render.print_json({"deleted": [], "left": {"steps": [], "tagged": tagged}})
         else:
             render.out.print(f"{cfg.project}/{cfg.stage}: nothing to delete", highlight=False)
         return
