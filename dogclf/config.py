@@ -66,7 +66,9 @@ class AwsSection(Section):
     bucket: str | None = Field(
         None, description="S3 bucket for data, code and model artifacts (required for AWS steps)"
     )
-    prefix: str = Field("dogclf", description="key prefix inside the bucket")
+    prefix: str | None = Field(
+        None, description="key prefix inside the bucket; unset = the project name"
+    )
     role_arn: str | None = Field(
         None, description="SageMaker execution role ARN for training jobs and models"
     )
@@ -104,7 +106,9 @@ class AwsSection(Section):
 
     @field_validator("prefix")
     @classmethod
-    def _prefix(cls, value: str) -> str:
+    def _prefix(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         value = value.strip("/")
         if not value or not re.fullmatch(r"[A-Za-z0-9!_.*'()/-]+", value):
             raise ValueError("use a non-empty S3 key prefix of letters, digits and -_./")
@@ -379,7 +383,10 @@ class DogclfConfig(Section):
                 "aws.bucket is not set",
                 "set [aws] bucket in dogclf.toml or DOGCLF_AWS__BUCKET",
             )
-        keys = "/".join(p.strip("/") for p in (self.aws.prefix, self.stage, *parts) if p)
+        # Two projects sharing a bucket get their own prefixes unless told otherwise, so one
+        # project's `teardown --data` never reaches the other's objects.
+        prefix = self.aws.prefix or self.project
+        keys = "/".join(p.strip("/") for p in (prefix, self.stage, *parts) if p)
         return f"s3://{self.aws.bucket}/{keys}"
 
 

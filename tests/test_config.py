@@ -153,3 +153,12 @@ def test_s3_prefix_needs_a_bucket() -> None:
         DogclfConfig().s3_prefix("data")
     cfg = DogclfConfig.model_validate({"aws": {"bucket": "my-bucket", "prefix": "/ml/"}})
     assert cfg.s3_prefix("data") == "s3://my-bucket/ml/dev/data"
+
+
+def test_projects_sharing_a_bucket_get_their_own_prefix() -> None:
+    def prefix(project: str) -> str:
+        cfg = DogclfConfig.model_validate({"project": project, "aws": {"bucket": "shared"}})
+        return cfg.s3_prefix("data")
+
+    assert prefix("dogclf") == "s3://shared/dogclf/dev/data"
+    assert prefix("cats") == "s3://shared/cats/dev/data"
