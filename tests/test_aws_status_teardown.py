@@ -25,9 +25,14 @@ from dogclf.aws.session import AwsContext
 from dogclf.config import load_config
 from dogclf.local.emulator import Emulator
 
-PRICES = json.loads(
+PRICE_TABLE = json.loads(
     (Path(__file__).resolve().parent.parent / "dogclf/data/prices.json").read_text()
-)["sagemaker"]["us-east-1"]
+)
+PRICES = PRICE_TABLE["sagemaker"]["us-east-1"]
+# 1 pre-warmed environment x 256 MB (the default) on arm64 (the default), per hour.
+PROVISIONED_HOURLY = (
+    PRICE_TABLE["lambda"]["us-east-1"]["provisioned_concurrency_gb_second"]["arm64"] * 3600 / 4
+)
 EXTRA = """
 [endpoint]
 initial_instance_count = 2
@@ -135,16 +140,20 @@ def test_status_lists_every_kind_with_state_and_cost_per_hour(project: Project) 
     (function,) = kinds["lambda function"]
     assert function["name"] == "dogclf-dev-predict" and "alias live" in function["details"]
     (provisioned,) = kinds["provisioned concurrency"]
-    assert provisioned["running"] and provisioned["hourly_cost"] is None  # no price: unknown
+    assert provisioned["running"]
+    assert provisioned["hourly_cost"] == pytest.approx(PROVISIONED_HOURLY)
     assert kinds["iam role"][0]["name"] == "dogclf-dev-lambda-role"
     assert "test_accuracy=0.8" in kinds["latest model"][0]["details"]
     data = {r["name"] for r in kinds["s3 objects"]}
     assert f"s3://{BUCKET}/dogclf/dev/data/" in data
     cost = out["hourly_cost"]
     assert cost["known_usd"] == pytest.approx(
-        2 * PRICES["hosting"]["ml.m5.large"] + PRICES["training"]["ml.m5.large"], abs=1e-4
+        2 * PRICES["hosting"]["ml.m5.large"]
+        + PRICES["training"]["ml.m5.large"]
+        + PROVISIONED_HOURLY,
+        abs=1e-4,
     )
-    assert cost["unknown"] == ["provisioned concurrency dogclf-dev-predict:live"]
+    assert cost["unknown"] == []
     assert out["prices"]["source"] and out["prices"]["as_of"]
 
 

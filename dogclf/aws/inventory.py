@@ -23,7 +23,7 @@ import botocore.exceptions
 
 from dogclf.aws import autoscaling, endpoints, iam, lambda_fn
 from dogclf.aws.artifacts import parse_s3_uri, read_latest
-from dogclf.aws.pricing import instances_cost
+from dogclf.aws.pricing import instances_cost, provisioned_concurrency_cost
 from dogclf.aws.s3 import bucket_exists, delete_keys, list_objects_parallel
 from dogclf.aws.session import AwsContext, aws_errors, call, error_code, get_or_none, translate
 from dogclf.plan import Action, Step
@@ -130,14 +130,17 @@ def describe_lambda(ctx: AwsContext, cfg: DogclfConfig) -> list[ResourceStatus]:
             parts.append(f"url {fn['url']}")
         found.append(ResourceStatus("lambda function", fn["name"], fn["state"], "; ".join(parts)))
         if pc and alias:
-            # Billed per GB-second while configured; the price table has no Lambda prices.
+            # Billed per GB-second while configured, whether or not it serves anything.
+            cost = provisioned_concurrency_cost(
+                ctx.region, fn["architecture"], int(fn["memory_mb"] or 128), pc["requested"]
+            )
             found.append(
                 ResourceStatus(
                     "provisioned concurrency",
                     f"{fn['name']}:{alias['name']}",
                     pc["status"],
                     f"{pc['requested']} environments x {fn['memory_mb']} MB, billed while set",
-                    None,
+                    cost,
                     True,
                 )
             )

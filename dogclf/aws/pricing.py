@@ -1,4 +1,4 @@
-"""Instance prices per region from dogclf/data/prices.json (with its date and source).
+"""Instance (and Lambda provisioned concurrency) prices per region from dogclf/data/prices.json (with its date and source).
 
 A region or instance type the file does not list has no price: callers show "unknown"
 rather than a guess.
@@ -22,12 +22,17 @@ class PriceTable:
     verified: bool
     sagemaker: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     ec2: dict[str, dict[str, float]] = field(default_factory=dict)
+    lambda_: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def sagemaker_hourly(self, region: str, usage: Usage, instance_type: str) -> float | None:
         return self.sagemaker.get(region, {}).get(usage, {}).get(instance_type)
 
     def ec2_hourly(self, region: str, instance_type: str) -> float | None:
         return self.ec2.get(region, {}).get(instance_type)
+
+    def provisioned_gb_second(self, region: str, architecture: str) -> float | None:
+        by_arch = self.lambda_.get(region, {}).get("provisioned_concurrency_gb_second", {})
+        return by_arch.get(architecture)
 
     def provenance(self) -> dict[str, Any]:
         return {"as_of": self.as_of, "source": self.source, "verified": self.verified}
@@ -43,6 +48,7 @@ def load_prices() -> PriceTable:
         verified=bool(data.get("verified", False)),
         sagemaker=data.get("sagemaker", {}),
         ec2=data.get("ec2", {}),
+        lambda_=data.get("lambda", {}),
     )
 
 
@@ -50,3 +56,13 @@ def instances_cost(region: str, usage: Usage, instance_type: str, count: int) ->
     """count x the hourly price, or None when the price is unknown."""
     price = load_prices().sagemaker_hourly(region, usage, instance_type)
     return None if price is None else price * count
+
+
+def provisioned_concurrency_cost(
+    region: str, architecture: str, memory_mb: int, environments: int
+) -> float | None:
+    """Hourly cost of Lambda provisioned concurrency, or None when the price is unknown."""
+    price = load_prices().provisioned_gb_second(region, architecture)
+    if price is None:
+        return None
+    return price * 3600 * (memory_mb / 1024) * environments
