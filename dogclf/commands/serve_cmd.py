@@ -5,8 +5,9 @@ from __future__ import annotations
 import typer
 
 
-class _StopBeforeReady(Exception):
-    """SIGTERM/SIGINT arrived while the model was still loading."""
+class _StopBeforeReady(BaseException):
+    """SIGTERM/SIGINT arrived while the model was still loading (a BaseException, like
+    KeyboardInterrupt, so no `except Exception` on the loading path can swallow it)."""
 
 
 def serve(
@@ -55,7 +56,7 @@ def serve(
     """
     import os
     import signal
-    import threading
+    import time
 
     from dogclf.cli import state
     from dogclf.errors import DogclfError, require_extra
@@ -97,21 +98,23 @@ def serve(
             "pick another --port (0 = any free port), or stop what is using it",
         ) from None
 
-    stop = threading.Event()
-    loaded = threading.Event()
+    # The handler only appends to a list: taking a lock (Event.set) inside a signal handler
+    # can deadlock against the main thread holding the same lock.
+    signals: list[int] = []
+    loaded = False
 
     def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-        if not loaded.is_set():
+        signals.append(signum)
+        if not loaded:
             raise _StopBeforeReady  # interrupts a download or a blocking read
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     render.note(f"Listening on {server.url} (/ping answers 503 until the model is loaded)")
     try:
-        with model_files.open_model_dir(model, cfg) as model_dir:
+        with model_files.open_model_dir(model, cfg) as model_dir, model_files.load_errors(model):
             classifier = service.load(model_dir)
-        loaded.set()
+        loaded = True
     except _StopBeforeReady:
         server.stop(drain_timeout=0)
         render.note("Stopped before the model was loaded.")
@@ -128,7 +131,10 @@ def serve(
         highlight=False,
         soft_wrap=True,
     )
-    stop.wait()
+    # Short sleeps, not a blocking wait: sleep returns when the signal arrives, and a signal
+    # the kernel handed to another thread is still seen within half a second.
+    while not signals:
+        time.sleep(0.5)
     in_flight = server.httpd.in_flight
     render.note(f"Shutting down: finishing {in_flight} request(s) in flight...")
     unfinished = server.stop()

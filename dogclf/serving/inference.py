@@ -446,7 +446,9 @@ def model_fn(model_dir: str, context: Any = None) -> Classifier:
     return load_classifier(model_dir, limits=_container_limits())
 
 
-def input_fn(request_body: bytes | str, request_content_type: str, context: Any = None) -> Any:
+def input_fn(request_body: Any, request_content_type: str, context: Any = None) -> Any:
+    if isinstance(request_body, dict | list):  # a serving stack that parsed the JSON already
+        request_body = json.dumps(request_body)
     return parse_request(request_body, request_content_type, _container_limits())
 
 

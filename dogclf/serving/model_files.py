@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from dogclf.config import DogclfConfig
 
 REQUIRED = ("model.pt", "labels.json")
+HINT = "pass a model.tar.gz, its extracted folder, an s3:// URI, or `latest`"
 
 
 def is_remote(spec: str) -> bool:
@@ -28,10 +29,7 @@ def is_remote(spec: str) -> bool:
 def check_model_dir(path: Path) -> Path:
     missing = [name for name in REQUIRED if not (path / name).is_file()]
     if missing:
-        raise DogclfError(
-            f"{path} is not a model directory: {', '.join(missing)} missing",
-            "pass a model.tar.gz, its extracted folder, an s3:// URI, or `latest`",
-        )
+        raise DogclfError(f"{path} is not a model directory: {', '.join(missing)} missing", HINT)
     return path
 
 
@@ -55,10 +53,7 @@ def local_model_path(spec: str) -> Path:
     """Check a local MODEL argument before anything slow starts."""
     path = Path(spec).expanduser()
     if not path.exists():
-        raise DogclfError(
-            f"model {spec} does not exist",
-            "pass a model.tar.gz, its extracted folder, an s3:// URI, or `latest`",
-        )
+        raise DogclfError(f"model {spec} does not exist", HINT)
     if path.is_dir():
         check_model_dir(path)
     return path
@@ -86,3 +81,18 @@ def open_model_dir(spec: str, cfg: DogclfConfig | None = None) -> Iterator[Path]
     with tempfile.TemporaryDirectory(prefix="dogclf-model-") as tmp:
         tar = download_file(ctx, uri, Path(tmp) / "model.tar.gz")
         yield extract_model_tar(tar, Path(tmp) / "model")
+
+
+@contextmanager
+def load_errors(spec: str) -> Iterator[None]:
+    """A model that is there but does not load (a corrupt model.pt, labels that do not match
+    the weights, another format version) becomes one error line naming it, not a traceback."""
+    try:
+        yield
+    except DogclfError:
+        raise
+    except Exception as exc:  # torch.load and the network builder raise many kinds
+        raise DogclfError(
+            f"cannot load the model {spec}: {type(exc).__name__}: {exc}",
+            "it should be the model.tar.gz written by `dogclf train-*` with this dogclf version",
+        ) from None

@@ -202,31 +202,42 @@ def _read(path: Path, cap: int | None, predictor: Predictor) -> bytes:
 def predict_files(
     predictor: Predictor, paths: Sequence[Path], top_k: int, batch_size: int
 ) -> Iterator[ImageResult]:
-    """Results per file, in order; a bad file becomes an error result, not a failure."""
+    """Results per file, in the order given; a bad file becomes an error result, not a failure."""
     for batch in _batches(predictor, paths, batch_size):
-        readable: list[tuple[Path, bytes]] = []
-        for path in batch.paths:
+        results: list[ImageResult | None] = [None] * len(batch.paths)
+        readable: list[tuple[int, bytes]] = []
+        for i, path in enumerate(batch.paths):
             try:
-                readable.append((path, _read(path, predictor.max_request_bytes, predictor)))
+                readable.append((i, _read(path, predictor.max_request_bytes, predictor)))
             except InputRejected as exc:
-                yield ImageResult(str(path), error=exc.message)
-        if not readable:
-            continue
-        try:
-            answers = predictor.predict([data for _, data in readable], top_k)
-        except InputRejected as exc:
-            if len(readable) == 1:
-                yield ImageResult(str(readable[0][0]), error=exc.message)
-                continue
-            # Some image in the batch was refused: ask again one by one to name it.
-            for path, data in readable:
-                try:
-                    yield ImageResult(str(path), predictions=predictor.predict([data], top_k)[0])
-                except InputRejected as single:
-                    yield ImageResult(str(path), error=single.message)
-            continue
-        for (path, _), predictions in zip(readable, answers, strict=True):
-            yield ImageResult(str(path), predictions=predictions)
+                results[i] = ImageResult(str(path), error=exc.message)
+        if readable:
+            named = [(str(batch.paths[i]), data) for i, data in readable]
+            for (i, _), result in zip(readable, _classify(predictor, named, top_k), strict=True):
+                results[i] = result
+        yield from (result for result in results if result is not None)
+
+
+def _classify(
+    predictor: Predictor, named: list[tuple[str, bytes]], top_k: int
+) -> list[ImageResult]:
+    """One request for the batch; if the model refuses it, one per image to name the bad one."""
+    try:
+        answers = predictor.predict([data for _, data in named], top_k)
+    except InputRejected as exc:
+        if len(named) == 1:
+            return [ImageResult(named[0][0], error=exc.message)]
+        results = []
+        for name, data in named:
+            try:
+                results.append(ImageResult(name, predictions=predictor.predict([data], top_k)[0]))
+            except InputRejected as single:
+                results.append(ImageResult(name, error=single.message))
+        return results
+    return [
+        ImageResult(name, predictions=predictions)
+        for (name, _), predictions in zip(named, answers, strict=True)
+    ]
 
 
 # ---------------------------------------------------------------- the predictors
@@ -315,7 +326,7 @@ class LocalPredictor(Predictor):
 
         require_extra("torch", "torch", "predict --via local")
         from dogclf.serving.inference import Limits, load_classifier
-        from dogclf.serving.model_files import open_model_dir
+        from dogclf.serving.model_files import load_errors, open_model_dir
 
         s = cfg.serving
         limits = Limits(
@@ -325,8 +336,10 @@ class LocalPredictor(Predictor):
         )
         stack = ExitStack()
         with stack:
-            model_dir = stack.enter_context(open_model_dir(options.model or "latest", cfg))
-            classifier = load_classifier(model_dir, limits=limits)
+            spec = options.model or "latest"
+            model_dir = stack.enter_context(open_model_dir(spec, cfg))
+            with load_errors(spec):
+                classifier = load_classifier(model_dir, limits=limits)
             return cls(classifier, stack.pop_all())
 
     def predict(self, images: Sequence[bytes], top_k: int) -> list[Prediction]:

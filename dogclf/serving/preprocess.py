@@ -21,6 +21,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # torchvision recipe the ImageNet weights were trained for).
 RESIZE_RATIO = 256 / 224
 DEFAULT_MAX_PIXELS = 40_000_000
+# Resizing the short side up to ~256 px makes a 1x20000 image (a 141-byte PNG) 5 billion
+# pixel bytes: refuse shapes no photo has rather than let them exhaust memory.
+MAX_ASPECT_RATIO = 20
+# What Image.open may try: photo formats only (EPS would run Ghostscript, for one).
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG includes MPO (phones)
 
 
 class ImageDecodeError(ValueError):
@@ -109,7 +114,7 @@ def decode_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageTooLargeError(
@@ -118,9 +123,14 @@ def decode_image(
                 )
             if width < 1 or height < 1:
                 raise ImageDecodeError("image has no pixels")
+            if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+                raise ImageDecodeError(
+                    f"image is {width}x{height}: a side more than {MAX_ASPECT_RATIO} times "
+                    "the other is not a photo this model can classify"
+                )
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)  # animated GIF/WebP/PNG: classify the first frame
-            if draft_size and image.format == "JPEG":
+            if draft_size and image.format in ("JPEG", "MPO"):
                 scale = min(width, height) / draft_size
                 if scale >= 2:
                     image.draft("RGB", (int(width / scale) + 1, int(height / scale) + 1))
@@ -134,7 +144,9 @@ def decode_image(
         raise ImageDecodeError(
             "not an image Pillow can read (JPEG, PNG, WebP, GIF, BMP, TIFF)"
         ) from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except MemoryError:
+        raise ImageTooLargeError("image needs more memory to decode than this host has") from None
+    except Exception as exc:  # OSError, SyntaxError, struct.error...: Pillow on hostile bytes
         raise ImageDecodeError(f"corrupt or truncated image: {exc}") from None
 
 

@@ -188,7 +188,7 @@ class Handler(BaseHTTPRequestHandler):
                 },
             )
         elif path == "/stats":
-            self._json(200, service.stats())
+            self._json(200, {**service.stats(), "in_flight": self.server.in_flight})
         else:
             self._error(404, f"no such path: GET {path}", runtime=False)
 

@@ -1,0 +1,411 @@
+"""code/inference.py as the SageMaker PyTorch container runs it (from the extracted tarball,
+without dogclf), and the pieces it shares with `dogclf serve`: decoding, the eval transform,
+request parsing, limits."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import tarfile
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from PIL import Image
+from serving_support import (
+    MAX_IMAGE_PIXELS,
+    TrainedModel,
+    animated_gif,
+    bomb_png,
+    clean_env,
+    encode,
+    exif_rotated_png,
+    photo,
+    sixteen_bit_png,
+)
+
+from dogclf.serving import inference, preprocess
+from dogclf.serving.inference import (
+    Limits,
+    NotAcceptableError,
+    PayloadTooLargeError,
+    RequestError,
+    UnsupportedMediaTypeError,
+    parse_request,
+)
+
+pytestmark = pytest.mark.slow
+
+# Run in a fresh interpreter, from a folder that is not the checkout, as the container does:
+# code/ on sys.path, the model in model_dir. Whatever could find dogclf (the venv's editable
+# install, a path entry holding the package) is removed first, and the network is cut, so
+# the handlers prove they need neither.
+CONTAINER_PROBE = r"""
+import base64, importlib.util, json, os, socket, sys
+from importlib.machinery import PathFinder
+
+sys.meta_path[:] = [
+    f for f in sys.meta_path if f is PathFinder or f.find_spec("dogclf", None) is None
+]
+sys.path[:] = [p for p in sys.path if not os.path.isdir(os.path.join(p or ".", "dogclf"))]
+assert importlib.util.find_spec("dogclf") is None, "dogclf is still importable"
+
+def no_network(*args, **kwargs):
+    raise OSError("the network is cut in this test")
+socket.socket.connect = no_network
+socket.create_connection = no_network
+
+model_dir, image_path = sys.argv[1], sys.argv[2]
+sys.path.insert(0, os.path.join(model_dir, "code"))
+import inference  # what the toolkit imports: code/inference.py
+
+class Context:  # the toolkit passes one to handlers whose signature takes it
+    system_properties = {}
+
+ctx = Context()
+model = inference.model_fn(model_dir, ctx)
+image = open(image_path, "rb").read()
+
+def call(body, content_type, accept="application/json"):
+    data = inference.input_fn(body, content_type, ctx)
+    prediction = inference.predict_fn(data, model, ctx)
+    payload, out_type = inference.output_fn(prediction, accept, ctx)
+    return json.loads(payload), out_type
+
+single, out_type = call(image, "image/jpeg")
+batch, _ = call(
+    json.dumps({"images": [base64.b64encode(image).decode()] * 2, "top_k": 2}), "application/json"
+)
+errors = {}
+for name, body, content_type in [
+    ("text", b"hello", "text/plain"),
+    ("not_an_image", b"<html></html>", "image/jpeg"),
+    ("bad_base64", json.dumps({"image": "***"}), "application/json"),
+    ("no_image", json.dumps({"top_k": 3}), "application/json"),
+    ("url_off", json.dumps({"url": "http://169.254.169.254/latest"}), "application/json"),
+]:
+    try:
+        call(body, content_type)
+        errors[name] = 200
+    except Exception as exc:  # the toolkit maps status_code to the HTTP answer
+        errors[name] = [getattr(exc, "status_code", 500), str(exc)]
+print(json.dumps({
+    "single": single,
+    "batch": batch,
+    "content_type": out_type,
+    "errors": errors,
+    "training": bool(getattr(model.model, "training", False)),
+    "device": str(model.device),
+    "dogclf_modules": sorted(m for m in sys.modules if m.split(".")[0] == "dogclf"),
+    "code_modules": sorted(
+        m for m in ("inference", "preprocess", "models")
+        if getattr(sys.modules.get(m), "__file__", "").startswith(os.path.join(model_dir, "code"))
+    ),
+}))
+"""
+
+
+def test_container_handlers_run_from_the_tarball_without_dogclf(
+    trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    model_dir = tmp_path / "opt" / "ml" / "model"
+    with tarfile.open(trained_model.tar) as archive:
+        archive.extractall(model_dir, filter="data")
+    probe = tmp_path / "probe.py"
+    probe.write_text(CONTAINER_PROBE)
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    image, breed = trained_model.test_images()[0]
+    env = clean_env(TORCH_HOME=str(tmp_path / "no-torch-cache"))
+    proc = subprocess.run(
+        [sys.executable, "-I", str(probe), str(model_dir), str(image)],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["dogclf_modules"] == []
+    assert out["code_modules"] == ["inference", "models", "preprocess"]
+    assert out["training"] is False and out["device"] == "cpu"
+    assert out["content_type"] == "application/json"
+
+    # One image: a top-5 list (3 classes: all of them), best first, the right breed on top.
+    single = out["single"]["predictions"]
+    assert single[0]["label"] == breed
+    assert sorted(p["index"] for p in single) == [0, 1, 2]
+    assert all(single[i]["probability"] >= single[i + 1]["probability"] for i in range(2))
+    assert sum(p["probability"] for p in single) == pytest.approx(1, abs=1e-4)
+    # A batch: one top_k list per image.
+    assert [len(row) for row in out["batch"]["predictions"]] == [2, 2]
+
+    # The same answer as this package's own loader (what `dogclf serve` and predict run).
+    classifier = inference.load_classifier(trained_model.extracted)
+    expected = classifier.predict([image.read_bytes()], 5)[0]
+    assert [p["index"] for p in single] == [p["index"] for p in expected]
+    assert [p["probability"] for p in single] == pytest.approx(
+        [p["probability"] for p in expected], abs=1e-5
+    )
+
+    # Bad input: the toolkit answers with the exception's status_code, never a 500.
+    errors = out["errors"]
+    assert errors["text"][0] == 415 and "text/plain" in errors["text"][1]
+    assert errors["not_an_image"][0] == 400
+    assert errors["bad_base64"][0] == 400 and "base64" in errors["bad_base64"][1]
+    assert errors["no_image"][0] == 400 and "no image" in errors["no_image"][1]
+    assert errors["url_off"][0] == 400 and "turned off" in errors["url_off"][1]
+
+
+# ---------------------------------------------------------------- one eval transform
+
+
+def test_serving_preprocessing_is_the_training_eval_transform() -> None:
+    """What `prepare` + `to_batch` feed the network equals the training core's
+    eval_transform on the same decoded image (large JPEGs decode in draft mode in both)."""
+    from dogclf.serving.inference import Classifier
+
+    classifier = Classifier(
+        torch.nn.Identity(),
+        ["a"],
+        arch="x",
+        image_size=224,
+        device=torch.device("cpu"),
+        limits=Limits(),
+    )
+    transform = preprocess.eval_transform(224)
+    samples = [
+        encode(photo((640, 480)), "JPEG", quality=90),  # draft-decoded at 1/2
+        encode(photo((300, 500), seed=2), "JPEG"),
+        encode(photo((230, 230), seed=3).convert("RGBA"), "PNG"),
+    ]
+    served = classifier.to_batch([classifier.prepare(s) for s in samples])
+    trained = torch.stack(
+        [
+            transform(preprocess.decode_image(s, draft_size=preprocess.resize_size(224)))
+            for s in samples
+        ]
+    )
+    assert served.shape == trained.shape == (3, 3, 224, 224)
+    assert torch.allclose(served, trained, atol=1e-6)
+
+
+# ---------------------------------------------------------------- decoding
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["L", "P", "P+transparency", "RGBA", "LA", "1", "CMYK-jpeg", "16-bit-png", "I", "webp"],
+)
+def test_any_image_mode_becomes_rgb(name: str) -> None:
+    base = photo((64, 48))
+    images = {
+        "L": lambda: encode(base.convert("L"), "PNG"),
+        "P": lambda: encode(base.convert("P"), "PNG"),
+        "P+transparency": lambda: encode(base.convert("P"), "PNG", transparency=0),
+        "RGBA": lambda: encode(base.convert("RGBA"), "PNG"),
+        "LA": lambda: encode(base.convert("LA"), "PNG"),
+        "1": lambda: encode(base.convert("1"), "BMP"),
+        "CMYK-jpeg": lambda: encode(base.convert("CMYK"), "JPEG"),
+        "16-bit-png": sixteen_bit_png,
+        "I": lambda: encode(base.convert("I"), "TIFF"),
+        "webp": lambda: encode(base, "WEBP"),
+    }
+    image = preprocess.decode_image(images[name]())
+    assert image.mode == "RGB"
+    assert image.size == ((80, 60) if name == "16-bit-png" else (64, 48))
+
+
+def test_sixteen_bit_greyscale_is_scaled_not_clipped() -> None:
+    image = preprocess.decode_image(sixteen_bit_png())
+    low, high = image.convert("L").getextrema()  # type: ignore[misc]
+    assert low < 20 and 200 < high < 256  # the whole 16-bit range, not all white
+
+
+def test_exif_orientation_is_applied() -> None:
+    upright = photo((90, 60))
+    decoded = preprocess.decode_image(exif_rotated_png(upright))
+    assert decoded.size == (90, 60)
+    assert decoded.tobytes() == upright.tobytes()
+
+
+def test_animated_gif_gives_its_first_frame() -> None:
+    decoded = preprocess.decode_image(animated_gif())
+    first = Image.open(__import__("io").BytesIO(animated_gif())).convert("RGB")
+    assert decoded.tobytes() == first.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "too_large", "message"),
+    [
+        ("empty", b"", False, "empty image"),
+        ("text", b"just some text", False, "not an image"),
+        ("html", b"<!doctype html><html><body>hi</body></html>", False, "not an image"),
+        ("eps", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", False, "not an image"),
+        ("truncated", encode(photo((200, 150)), "JPEG")[:600], False, "truncated"),
+        ("bomb", bomb_png(10_000), True, "decompression bomb"),
+        ("over the limit", bomb_png(2_100), True, "above the limit of 4,000,000"),
+        ("a line", encode(Image.new("RGB", (20_000, 1)), "PNG"), False, "more than 20 times"),
+    ],
+)
+def test_decoding_refuses_what_is_not_a_photo(
+    name: str, data: bytes, too_large: bool, message: str
+) -> None:
+    with pytest.raises(preprocess.ImageDecodeError) as err:
+        preprocess.decode_image(data, max_pixels=MAX_IMAGE_PIXELS)
+    assert isinstance(err.value, preprocess.ImageTooLargeError) is too_large
+    assert message in str(err.value)
+
+
+# ---------------------------------------------------------------- requests
+
+
+LIMITS = Limits(max_payload_bytes=50_000, max_images=4, top_k=5)
+JPEG = encode(photo(), "JPEG")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "image/jpeg",
+        "image/png",
+        "image/webp",
+        "application/x-image",
+        "application/octet-stream",
+        "Image/JPEG; charset=binary",
+        None,
+    ],
+)
+def test_raw_image_bodies(content_type: str | None) -> None:
+    parsed = parse_request(JPEG, content_type, LIMITS)
+    assert parsed.images == [JPEG] and parsed.top_k == 5 and not parsed.batched
+
+
+def test_json_bodies() -> None:
+    one = parse_request(json.dumps({"image": b64(JPEG), "top_k": 2}), "application/json", LIMITS)
+    assert one.images == [JPEG] and one.top_k == 2 and not one.batched
+    many = parse_request(
+        json.dumps({"images": [b64(JPEG), "data:image/jpeg;base64," + b64(JPEG)]}).encode(),
+        "application/json",
+        LIMITS,
+    )
+    assert many.images == [JPEG, JPEG] and many.batched
+    # top_k from the custom attributes header; the body wins when it has one.
+    assert parse_request(JPEG, "image/jpeg", LIMITS, "trace=1,top_k=3").top_k == 3
+    assert parse_request(json.dumps({"image": b64(JPEG), "top_k": 1}), "application/json", LIMITS, "top_k=3").top_k == 1  # fmt: skip
+    # A serving stack that parsed the JSON already hands input_fn a dict.
+    assert inference.input_fn({"image": b64(JPEG)}, "application/json").images == [JPEG]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "error", "message"),
+    [
+        (b"x", "text/plain", UnsupportedMediaTypeError, "not supported"),
+        (b"x", "application/pdf", UnsupportedMediaTypeError, "not supported"),
+        (b"", "image/jpeg", RequestError, "empty request body"),
+        (b"{not json", "application/json", RequestError, "not valid JSON"),
+        (b"[1, 2]", "application/json", RequestError, "must be an object"),
+        (b'{"top_k": 3}', "application/json", RequestError, "no image"),
+        (b'{"image": "@@@"}', "application/json", RequestError, "not valid base64"),
+        (b'{"image": 42}', "application/json", RequestError, "base64 string"),
+        (b'{"image": ""}', "application/json", RequestError, "is empty"),
+        (b'{"images": []}', "application/json", RequestError, "non-empty list"),
+        (
+            b'{"images": ["AA==", "AA==", "AA==", "AA==", "AA=="]}',
+            "application/json",
+            PayloadTooLargeError,
+            "the limit is 4",
+        ),
+        (b'{"image": "AA==", "top_k": 0}', "application/json", RequestError, "between 1 and"),
+        (b'{"image": "AA==", "top_k": true}', "application/json", RequestError, "integer"),
+        (b"x" * 50_001, "image/jpeg", PayloadTooLargeError, "the limit is 50,000"),
+        (b'{"url": "http://169.254.169.254/"}', "application/json", RequestError, "turned off"),
+    ],
+)
+def test_bad_requests_are_4xx_with_a_message(
+    body: bytes, content_type: str, error: type[RequestError], message: str
+) -> None:
+    with pytest.raises(RequestError) as err:
+        parse_request(body, content_type, LIMITS)
+    assert type(err.value) is error and message in err.value.message
+    assert 400 <= err.value.status < 500
+
+
+def test_bad_top_k_attribute_and_accept() -> None:
+    with pytest.raises(RequestError, match="custom attribute top_k"):
+        parse_request(JPEG, "image/jpeg", LIMITS, "top_k=abc")
+    assert inference.encode_response({}, "application/json, text/html")[1] == "application/json"
+    assert inference.encode_response({}, None)[1] == "application/json"
+    with pytest.raises(NotAcceptableError):
+        inference.encode_response({}, "text/csv")
+
+
+def test_limits_from_the_environment() -> None:
+    limits = Limits.from_env(
+        {
+            "DOGCLF_SERVING__MAX_PAYLOAD_MB": "0.5",
+            "DOGCLF_SERVING__MAX_IMAGE_PIXELS": "1000",
+            "DOGCLF_SERVING__TOP_K": "3",
+            "DOGCLF_SERVING__URL_ALLOW_HOSTS": '["Images.Example.com"]',
+        }
+    )
+    assert limits == Limits(
+        max_payload_bytes=inference.MB // 2,
+        max_image_pixels=1000,
+        top_k=3,
+        url_allow_hosts=("images.example.com",),
+    )
+    assert Limits.from_env({}).url_allow_hosts == ()  # URL input is off by default
+
+
+@pytest.fixture
+def image_host() -> Iterator[str]:
+    """A stdlib web server on loopback: /dog.jpg, and /moved redirecting off the list."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/moved":
+                self.send_response(302)
+                self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(JPEG)))
+            self.end_headers()
+            self.wfile.write(JPEG)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_url_input_only_from_allowed_hosts_and_never_redirected(image_host: str) -> None:
+    allowed = Limits(url_allow_hosts=("127.0.0.1",))
+    parsed = parse_request(
+        json.dumps({"url": image_host + "/dog.jpg"}), "application/json", allowed
+    )
+    assert parsed.images == [JPEG]
+    with pytest.raises(RequestError, match="could not fetch"):
+        parse_request(json.dumps({"url": image_host + "/moved"}), "application/json", allowed)
+    other = Limits(url_allow_hosts=("images.example.com",))
+    with pytest.raises(RequestError, match="not on the allow-list"):
+        parse_request(json.dumps({"url": image_host + "/dog.jpg"}), "application/json", other)
+    with pytest.raises(RequestError, match="not on the allow-list"):
+        parse_request(json.dumps({"url": "file:///etc/passwd"}), "application/json", allowed)
