@@ -33,6 +33,8 @@ from serving_support import (
     sixteen_bit_png,
 )
 
+from dogclf.local.emulator import Emulator
+
 pytestmark = pytest.mark.slow
 
 
@@ -432,3 +434,47 @@ def test_serve_with_a_bad_model_prints_one_error_line_and_exits_1(
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and want in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_serve_latest_and_an_s3_uri_from_the_emulated_bucket(
+    aws: Emulator, trained_model: TrainedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serve latest` follows the pointer beside the artifacts in S3 (moto over HTTP);
+    `predict --via local` with no --model means the same latest model."""
+    import boto3
+    from typer.testing import CliRunner
+
+    from dogclf.aws.artifacts import LatestModel, write_latest
+    from dogclf.aws.session import AwsContext
+    from dogclf.cli import app
+    from dogclf.config import load_config
+    from dogclf.local.serve_process import start_serve
+
+    config = tmp_path / "dogclf.toml"
+    config.write_text('[aws]\nbucket = "dogclf-serve-test"\n')
+    monkeypatch.setenv("DOGCLF_CONFIG", str(config))
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(config)
+    runner = CliRunner()
+
+    missing = runner.invoke(app, ["serve", "latest", "--port", "0"])
+    assert missing.exit_code == 1 and "no trained model yet" in missing.stderr
+
+    boto3.client("s3").create_bucket(Bucket="dogclf-serve-test")
+    uri = "s3://dogclf-serve-test/dogclf/dev/models/run-1/output/model.tar.gz"
+    boto3.client("s3").upload_file(str(trained_model.tar), "dogclf-serve-test", uri[23:])
+    write_latest(AwsContext.from_config(cfg), cfg, LatestModel(uri, "train-ec2"))
+    image, breed = trained_model.test_images()[0]
+    for spec in ("latest", uri):
+        server = start_serve(spec, env=dict(os.environ), log_path=tmp_path / "serve.log")
+        try:
+            answer = Client(server.url).invoke(image.read_bytes(), "image/jpeg")
+            assert predictions(answer)[0]["label"] == breed
+        finally:
+            assert server.stop() == 0
+
+    local = runner.invoke(app, ["predict", str(image), "--via", "local", "--json"])
+    assert local.exit_code == 0, local.output
+    assert json.loads(local.stdout)[0]["predictions"][0]["label"] == breed
+    gone = runner.invoke(app, ["serve", uri.replace("run-1", "run-2"), "--port", "0"])
+    assert gone.exit_code == 1 and "does not exist" in gone.stderr

@@ -2,12 +2,41 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import typer
 
 
 class _StopBeforeReady(BaseException):
     """SIGTERM/SIGINT arrived while the model was still loading (a BaseException, like
     KeyboardInterrupt, so no `except Exception` on the loading path can swallow it)."""
+
+
+class _Signals:
+    """SIGTERM/SIGINT for one `serve` run. The handler only records the signal: taking a lock
+    in a handler (Event.set does) can deadlock against the main thread holding it. While the
+    model loads, it raises _StopBeforeReady to interrupt a download or a blocking read."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.loaded = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.received.append(signum)
+        if not self.loaded:
+            raise _StopBeforeReady
+
+    @contextmanager
+    def installed(self) -> Iterator[_Signals]:
+        """The handlers for the run, the previous ones back afterwards (CliRunner tests)."""
+        previous = {sig: signal.signal(sig, self) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def serve(
@@ -55,7 +84,6 @@ def serve(
     boto3's sagemaker-runtime client reaches it with AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://127.0.0.1:8080. Stops cleanly on SIGTERM/Ctrl-C, finishing the requests in flight.
     """
     import os
-    import signal
     import time
 
     from dogclf.cli import state
@@ -98,46 +126,39 @@ def serve(
             "pick another --port (0 = any free port), or stop what is using it",
         ) from None
 
-    # The handler only appends to a list: taking a lock (Event.set) inside a signal handler
-    # can deadlock against the main thread holding the same lock.
-    signals: list[int] = []
-    loaded = False
+    stop = _Signals()
+    with stop.installed():
+        render.note(f"Listening on {server.url} (/ping answers 503 until the model is loaded)")
+        try:
+            with (
+                model_files.open_model_dir(model, cfg) as model_dir,
+                model_files.load_errors(model),
+            ):
+                classifier = service.load(model_dir)
+            stop.loaded = True
+        except _StopBeforeReady:
+            server.stop(drain_timeout=0)
+            render.note("Stopped before the model was loaded.")
+            return
+        except BaseException:
+            server.stop(drain_timeout=0)
+            raise
 
-    def on_signal(signum: int, frame: object) -> None:
-        signals.append(signum)
-        if not loaded:
-            raise _StopBeforeReady  # interrupts a download or a blocking read
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    render.note(f"Listening on {server.url} (/ping answers 503 until the model is loaded)")
-    try:
-        with model_files.open_model_dir(model, cfg) as model_dir, model_files.load_errors(model):
-            classifier = service.load(model_dir)
-        loaded = True
-    except _StopBeforeReady:
-        server.stop(drain_timeout=0)
-        render.note("Stopped before the model was loaded.")
-        return
-    except BaseException:
-        server.stop(drain_timeout=0)
-        raise
-
-    # The one line a script waits for (stdout, flushed).
-    render.out.print(
-        f"Serving {model} ({classifier.arch}, {classifier.num_classes} classes, "
-        f"{classifier.device.type}) on {server.url} "
-        f"(max batch {service.max_batch_size}, wait {service.max_batch_wait_ms:g} ms)",
-        highlight=False,
-        soft_wrap=True,
-    )
-    # Short sleeps, not a blocking wait: sleep returns when the signal arrives, and a signal
-    # the kernel handed to another thread is still seen within half a second.
-    while not signals:
-        time.sleep(0.5)
-    in_flight = server.httpd.in_flight
-    render.note(f"Shutting down: finishing {in_flight} request(s) in flight...")
-    unfinished = server.stop()
+        # The one line a script waits for (stdout, flushed).
+        render.out.print(
+            f"Serving {model} ({classifier.arch}, {classifier.num_classes} classes, "
+            f"{classifier.device.type}) on {server.url} "
+            f"(max batch {service.max_batch_size}, wait {service.max_batch_wait_ms:g} ms)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        # Short sleeps, not a blocking wait: sleep returns when the signal arrives, and a
+        # signal the kernel handed to another thread is still seen within half a second.
+        while not stop.received:
+            time.sleep(0.5)
+        in_flight = server.httpd.in_flight
+        render.note(f"Shutting down: finishing {in_flight} request(s) in flight...")
+        unfinished = server.stop()
     if unfinished:
         raise DogclfError(f"{unfinished} request(s) did not finish within 30 s of the shutdown")
     render.note("Stopped.")
