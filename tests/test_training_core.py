@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from dogclf.errors import DogclfError
-from dogclf.training import train
-from dogclf.training.frozen import frozen_backbone
+from dogclf.training import frozen, train
+from dogclf.training.frozen import backbone_autocast_dtype, frozen_backbone
 from dogclf.training.metrics import METRIC_DEFINITIONS
 from dogclf.training.models import build_model
 from dogclf.training.synthetic import make_dataset
@@ -202,7 +202,11 @@ def test_frozen_backbone_keeps_imagenet_statistics_and_trains_the_head(
     extra = ("--arch", "resnet18", "--freeze-backbone", "true", "--image-size", "64")
     args = train.parse_args(core_args(data, tmp_path, *extra, epochs=1), environ={})
     assert args.freeze_backbone and args.image_size == 64  # later arguments win
-    result = train.main(args, train.Hooks(log=lambda _line: None))
+    lines: list[str] = []
+    result = train.main(args, train.Hooks(log=lines.append))
+    # amp is on by default: a CPU with native bf16 runs the frozen backbone in bf16.
+    expected = "bfloat16-backbone" if frozen.cpu_has_native_bf16() else "fp32"
+    assert any(f"precision={expected}" in line for line in lines)
     torch.manual_seed(args.seed)  # the run built its model right after this seed
     initial = build_model("resnet18", 4, freeze_backbone=True).state_dict()
     trained = torch.load(tmp_path / "model" / "model.pt", weights_only=True)["state_dict"]
@@ -223,6 +227,33 @@ def test_fast_frozen_path_computes_what_the_plain_model_computes() -> None:
         got = fast(x.contiguous(memory_format=torch.channels_last))
     assert torch.allclose(expected, got, atol=1e-4, rtol=1e-4)
     assert fast.head is model.fc  # the head trained is the one saved
+
+
+def test_bf16_backbone_feeds_the_head_fp32_features_close_to_fp32() -> None:
+    torch.manual_seed(0)
+    model = build_model("resnet18", 5, freeze_backbone=True).eval()
+    fast = frozen_backbone(
+        model, "resnet18", device=torch.device("cpu"), autocast_dtype=torch.bfloat16
+    ).train()
+    x = torch.randn(4, 3, 64, 64)
+    with torch.inference_mode():
+        expected = model(x)
+    logits = fast(x.contiguous(memory_format=torch.channels_last))
+    assert logits.dtype == torch.float32
+    assert torch.allclose(expected, logits, atol=0.05, rtol=0.05)  # bf16: ~3 digits
+    logits.sum().backward()
+    assert model.fc.weight.grad is not None and model.fc.weight.grad.dtype == torch.float32
+
+
+def test_cpu_bf16_backbone_only_with_amp_and_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    # The CPU's bf16 support is hardware this test cannot change: the probe is patched.
+    monkeypatch.setattr(frozen, "cpu_has_native_bf16", lambda: True)
+    assert backbone_autocast_dtype(cpu, amp=True) is torch.bfloat16
+    assert backbone_autocast_dtype(cpu, amp=False) is None
+    assert backbone_autocast_dtype(torch.device("cuda"), amp=True) is None  # StepConfig's job
+    monkeypatch.setattr(frozen, "cpu_has_native_bf16", lambda: False)
+    assert backbone_autocast_dtype(cpu, amp=True) is None  # emulated bf16 is slower
 
 
 def test_pretrained_weights_without_network_fail_fast_and_clearly(

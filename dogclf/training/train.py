@@ -29,11 +29,18 @@ import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dogclf.errors import DatasetError, DogclfError
 from dogclf.training.metrics import format_metric
 from dogclf.training.params import HYPERPARAMETER_FIELDS
+
+if TYPE_CHECKING:  # torch stays a lazy import: the parser works without it
+    import torch
+    from torch import nn
+
+    from dogclf.training.data import DogImages, Loaders
+    from dogclf.training.engine import StepConfig
 
 # Hyperparameters SageMaker itself adds (e.g. `_tuning_objective_metric` in tuning jobs,
 # `sagemaker_*` in framework jobs): accepted and ignored, never "unrecognized".
@@ -173,7 +180,8 @@ def get_args_parser(
         nargs="?",
         const=True,
         default=True,
-        help="mixed precision on GPU (bf16 where supported, else fp16)",
+        help="mixed precision: on GPU bf16 where supported, else fp16; on a CPU with "
+        "native bf16, the frozen backbone in bf16",
     )
     add("--device", choices=("auto", "cpu", "cuda"), default="auto")
     add(
@@ -279,14 +287,30 @@ def main(args: argparse.Namespace, hooks: Hooks | None = None) -> TrainResult:
     device = distributed.device_for(args.device, distributed.local_rank_from_env())
     info = distributed.setup(device)
     try:
-        return _Run(args, hooks, device, info).run()
+        return TrainingRun(args, hooks, device, info).run()
     finally:
         distributed.cleanup()
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
 
-class _Run:
+@dataclass
+class Prepared:
+    """What TrainingRun.prepare() built: the pieces every epoch uses."""
+
+    dataset: DogImages
+    loaders: Loaders
+    model: nn.Module  # the network whose state_dict is saved
+    train_module: nn.Module  # what the steps call: the model, its frozen fast path, or DDP
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None  # fp16 on GPU only
+    step: StepConfig
+    checkpoint_dir: Path
+    state: dict[str, Any] | None  # the checkpoint to resume from
+
+
+class TrainingRun:
     """One training run; split into steps so main() reads like the recipe it is."""
 
     def __init__(self, args: argparse.Namespace, hooks: Hooks, device: Any, info: Any) -> None:
@@ -326,13 +350,17 @@ class _Run:
 
     # -- the recipe
 
-    def run(self) -> TrainResult:
+    def prepare(self) -> Prepared:
+        """Everything an epoch needs: data, model, fast frozen path, optimizer, checkpoint.
+
+        bench/train_throughput.py times train_one_epoch on exactly this.
+        """
         import torch
 
         from dogclf.training import checkpoint as ckpt
         from dogclf.training import data as data_mod
-        from dogclf.training import distributed
-        from dogclf.training.engine import StepConfig, evaluate, train_one_epoch
+        from dogclf.training.engine import StepConfig
+        from dogclf.training.frozen import backbone_autocast_dtype
         from dogclf.training.models import ARCHS
 
         args, info, device = self.args, self.info, self.device
@@ -373,18 +401,12 @@ class _Run:
             f"valid {counts['valid']}, test {counts['test']} images; "
             f"{num_workers} loader workers per process"
         )
-        self.log(
-            "run: "
-            + " ".join(f"{k}={v}" for k, v in hyperparameters_of(args).items())
-            + f" device={device} world_size={info.world_size}"
-        )
 
         model = self.build_model(dataset.num_classes)
-        labels = dataset.labels
         checkpoint_dir = args.checkpoint_dir or (Path(args.model_dir).parent / "checkpoints")
         state = ckpt.load_checkpoint(checkpoint_dir)
         if state is not None:
-            ckpt.check_compatible(state, arch=args.arch, labels=labels)
+            ckpt.check_compatible(state, arch=args.arch, labels=dataset.labels)
             model.load_state_dict(state["model"])
 
         amp_dtype = None
@@ -393,12 +415,48 @@ class _Run:
             amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             if amp_dtype is torch.float16:
                 scaler = torch.amp.GradScaler("cuda")
+        # On a CPU, mixed precision only for the frozen backbone (the head stays fp32).
+        backbone_dtype = backbone_autocast_dtype(device, args.amp) if args.freeze_backbone else None
         step = StepConfig(device=device, channels_last=True, amp_dtype=amp_dtype)
-        train_module = self.training_module(model, step.channels_last)
+        train_module = self.training_module(model, step.channels_last, backbone_dtype)
+        precision = "fp32"
+        if amp_dtype is not None:
+            precision = f"{str(amp_dtype).removeprefix('torch.')}-autocast"
+        elif backbone_dtype is not None:
+            precision = f"{str(backbone_dtype).removeprefix('torch.')}-backbone"
+        self.log(
+            "run: "
+            + " ".join(f"{k}={v}" for k, v in hyperparameters_of(args).items())
+            + f" device={device} world_size={info.world_size} precision={precision}"
+        )
 
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = self.make_optimizer(params)
         scheduler = self.make_scheduler(optimizer)
+        return Prepared(
+            dataset=dataset,
+            loaders=loaders,
+            model=model,
+            train_module=train_module,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scaler=scaler,
+            step=step,
+            checkpoint_dir=checkpoint_dir,
+            state=state,
+        )
+
+    def run(self) -> TrainResult:
+        from dogclf.training import checkpoint as ckpt
+        from dogclf.training import distributed
+        from dogclf.training.engine import evaluate, train_one_epoch
+
+        args, info = self.args, self.info
+        p = self.prepare()
+        model, train_module, step, loaders = p.model, p.train_module, p.step, p.loaders
+        optimizer, scheduler, scaler, state = p.optimizer, p.scheduler, p.scaler, p.state
+        labels, checkpoint_dir = p.dataset.labels, p.checkpoint_dir
+        counts = {split: len(s) for split, s in p.dataset.samples.items()}
 
         start_epoch = 0
         best: dict[str, Any] | None = None
@@ -574,7 +632,7 @@ class _Run:
             distributed.barrier()
         return model.to(self.device)
 
-    def training_module(self, model: Any, channels_last: bool) -> Any:
+    def training_module(self, model: Any, channels_last: bool, backbone_dtype: Any = None) -> Any:
         import torch
         from torch.nn.parallel import DistributedDataParallel
 
@@ -588,6 +646,7 @@ class _Run:
                 device=self.device,
                 channels_last=channels_last,
                 compile=self.args.compile,
+                autocast_dtype=backbone_dtype,
             )
             if self.info.enabled:  # only the head has gradients to average
                 module.head = DistributedDataParallel(module.head, device_ids=ids)
