@@ -164,7 +164,10 @@ class TrainingSection(Section):
     num_workers: int | None = Field(
         None, ge=0, description="data loader workers; unset = host CPUs"
     )
-    amp: bool = Field(True, description="mixed precision on GPU (bf16 where supported)")
+    amp: bool = Field(
+        True,
+        description="mixed precision: bf16/fp16 on GPU; bf16 frozen backbone on CPUs with native bf16",
+    )
     seed: int = 0
     instance_type: str = Field("ml.g4dn.xlarge", description="SageMaker training instance type")
     instance_count: int = Field(1, ge=1, le=64, description="> 1 runs torch.distributed")
