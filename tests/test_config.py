@@ -162,3 +162,11 @@ def test_projects_sharing_a_bucket_get_their_own_prefix() -> None:
 
     assert prefix("dogclf") == "s3://shared/dogclf/dev/data"
     assert prefix("cats") == "s3://shared/cats/dev/data"
+
+
+def test_config_accepts_exactly_the_architectures_the_model_builder_builds() -> None:
+    # config.py cannot import models.py (torch; it is also copied into model.tar.gz alone).
+    from dogclf.config import ARCHS as CONFIG_ARCHS
+    from dogclf.training.models import ARCHS
+
+    assert tuple(CONFIG_ARCHS) == tuple(ARCHS)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_support import READ_ONLY, record_operations
 from typer.testing import CliRunner
 
 from dogclf.aws import iam, lambda_fn
@@ -187,22 +188,12 @@ def test_changed_config_updates_publishes_and_moves_the_alias(project: Path) -> 
 def test_dry_run_only_reads(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every AWS operation the dry run sends is recorded (botocore's before-call event)."""
     write_config(project, provisioned_concurrency=1, function_url=True)
-    operations: list[str] = []
-    original = AwsContext.client
-
-    def recording_client(self: AwsContext, service: str, **config: Any) -> Any:
-        client = original(self, service, **config)
-        client.meta.events.register(
-            "before-call", lambda model, **_: operations.append(model.name), unique_id="rec"
-        )
-        return client
-
-    monkeypatch.setattr(AwsContext, "client", recording_client)
+    operations = record_operations(monkeypatch)
     doc = deploy("--dry-run")
 
     assert doc["dry_run"] is True and doc["plan"]["counts"]["create"] == 8
     assert operations, "the plan must come from describe calls"
-    assert all(op.startswith(("Get", "List", "Describe")) for op in operations), operations
+    assert all(op.startswith(READ_ONLY) for op in operations), operations
     assert lam().list_functions()["Functions"] == []
     assert iam_client().list_roles()["Roles"] == []
 
