@@ -13,13 +13,11 @@ import importlib
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -64,38 +62,16 @@ def write_tiny_model(root: Path) -> Path:
 
 
 @contextmanager
-def serve_process(model: Path, timeout: float = 180.0) -> Iterator[str]:
-    """The real `dogclf serve` on a free port; yields its URL once /ping answers 200."""
-    port = free_port()
+def serve_process(model: Path) -> Iterator[str]:
+    """The real `dogclf serve` on a free port; yields its URL once it serves."""
+    from dogclf.local.serve_process import start_serve
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOGCLF_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dogclf.cli", "serve", str(model), "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
+    process = start_serve(str(model), env=env)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"dogclf serve exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-            try:
-                with urllib.request.urlopen(url + "/ping", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("dogclf serve did not become ready")
-            time.sleep(0.2)
-        yield url
+        yield process.url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        process.stop()
 
 
 HANDLER_ENV = (
