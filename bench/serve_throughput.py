@@ -1,13 +1,18 @@
 """`dogclf serve` throughput against the model's forward pass and a reference-style server.
 
 In one run, on generated 300-700 px JPEGs and resnet50 (random weights, 133 classes):
-  forward-only  the classifier's forward pass alone on preprocessed tensors, best batch size
+  forward-only  the classifier serve loads (same precision), its forward pass alone on
+                preprocessed tensors, at the best of the batch sizes and of the two ways
+                serve can run it (one pass on every core, or passes side by side)
   serve         a real `dogclf serve` process, N concurrent keep-alive clients posting JPEGs
   baseline      a server written like the reference project: per request PIL Resize((224,224))
-                + ToTensor + Normalize, batch 1, model called from every request thread
+                + ToTensor + Normalize, eager fp32 model, batch 1, called from every request
+                thread
+Rounds are interleaved, so load from elsewhere on the machine hits all three alike.
 Targets (issue 4, 2-core CPU): serve >= 0.85 x forward-only and >= 1.6 x baseline.
 
-Run: python bench/serve_throughput.py [--requests 192] [--clients 16] [--arch resnet50]
+Run: python bench/serve_throughput.py [--precision auto|fp32|bf16] [--requests 192]
+     [--clients 16] [--arch resnet50] [--max-batch-size 16] [--workers N]
 """
 
 from __future__ import annotations
@@ -70,6 +75,49 @@ def make_model(root: Path, arch: str, classes: int = 133, image_size: int = 224)
 
 
 # ---------------------------------------------------------------- forward-only
+
+
+class ForwardOnly:
+    """The classifier `dogclf serve` loads, its forward pass alone on normalised batches made
+    beforehand. Timed as serve can run it: one pass at a time on every core, or (the plan
+    serve picks on a CPU) a few passes side by side, each on its share of the cores."""
+
+    def __init__(self, model_dir: Path, images: Sequence[bytes], precision: str) -> None:
+        from dogclf.serving.inference import load_classifier
+
+        self.classifier = load_classifier(model_dir, precision=precision)
+        self.pixels = [self.classifier.prepare(data) for data in images]
+        self._batches: dict[int, list[Any]] = {}
+
+    def batches(self, size: int) -> list[Any]:
+        if size not in self._batches:
+            self._batches[size] = [
+                self.classifier.to_batch(self.pixels[i : i + size])
+                for i in range(0, len(self.pixels), size)
+            ]
+        return self._batches[size]
+
+    def rate(self, batch_size: int, workers: int, threads: int) -> float:
+        """Images/s over all the images: `workers` threads share the batches."""
+        import torch
+
+        torch.set_num_threads(threads)
+        batches = self.batches(batch_size)
+        shares = [batches[i::workers] for i in range(workers)]
+        for share in shares:
+            self.classifier.forward(share[0])  # warm for this shape and thread count
+
+        def work(share: list[Any]) -> None:
+            for batch in share:
+                self.classifier.forward(batch)
+
+        runners = [threading.Thread(target=work, args=(share,)) for share in shares]
+        started = time.perf_counter()
+        for runner in runners:
+            runner.start()
+        for runner in runners:
+            runner.join()
+        return len(self.pixels) / (time.perf_counter() - started)
 
 
 # ---------------------------------------------------------------- load generator
@@ -160,6 +208,11 @@ def serve_dogclf(model_dir: Path, args: argparse.Namespace) -> tuple[subprocess.
     ]
     if args.decode_threads:
         cmd += ["--decode-threads", str(args.decode_threads)]
+    if args.workers:
+        cmd += ["--workers", str(args.workers)]
+    if args.torch_threads:
+        cmd += ["--torch-threads", str(args.torch_threads)]
+    cmd += ["--precision", args.precision]
     return start_process(cmd, "Serving ")
 
 
@@ -233,28 +286,6 @@ def get_stats(port: int) -> dict[str, Any]:
     return stats
 
 
-def forward_round(model_dir: Path, images: Sequence[bytes], batch_size: int) -> Any:
-    """A closure timing one pass over the images at `batch_size` (classifier loaded once)."""
-
-    from dogclf.serving.inference import load_classifier
-
-    classifier = load_classifier(model_dir)
-    pixels = [classifier.prepare(data) for data in images]
-    # Normalised float batches, ready for the network: the forward pass alone is timed.
-    batches = [
-        classifier.to_batch(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)
-    ]
-    classifier.forward(batches[0])
-
-    def run() -> float:
-        started = time.perf_counter()
-        for batch in batches:
-            classifier.forward(batch)
-        return len(pixels) / (time.perf_counter() - started)
-
-    return run
-
-
 def summarize(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
     latencies = sorted(ms for r in results for ms in r["latencies_ms"])
     return {
@@ -270,13 +301,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--arch", default="resnet50")
     parser.add_argument("--images", type=int, default=64, help="distinct generated JPEGs")
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved measurement rounds")
-    parser.add_argument("--requests", type=int, default=64, help="timed requests per round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds")
+    parser.add_argument("--requests", type=int, default=192, help="timed requests per round")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--batch-sizes", default="4,8,16", help="forward-only batch sizes")
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--max-batch-wait-ms", type=float, default=5.0)
     parser.add_argument("--decode-threads", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=None, help="serve --workers")
+    parser.add_argument("--torch-threads", type=int, default=None, help="serve --torch-threads")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     parser.add_argument(
         "--baseline-server", nargs=2, metavar=("MODEL_DIR", "PORT"), help=argparse.SUPPRESS
     )
@@ -298,15 +332,28 @@ def main() -> int:
         root = Path(tmp)
         images = make_inputs(root, args.images)
         model_dir = make_model(root, args.arch)
-        # Which batch size suits the bare forward pass best (a short scan, then kept).
+        # Which batch size and plan suit the bare forward pass best (a short scan, then kept).
+        from dogclf.serving.server import worker_plan
+
+        forward_only = ForwardOnly(model_dir, images, args.precision)
+        cpus = os.cpu_count() or 1
+        device = forward_only.classifier.device
+        plans = sorted({(1, cpus), worker_plan(device, cpus, args.workers, args.torch_threads)})
         sizes = [int(b) for b in args.batch_sizes.split(",")]
-        scan = {bs: forward_round(model_dir, images, bs) for bs in sizes}
-        rates = {bs: max(run() for _ in range(2)) for bs, run in scan.items()}
-        best = max(rates, key=lambda b: rates[b])
+        rates = {
+            (bs, plan): max(forward_only.rate(bs, *plan) for _ in range(2))
+            for bs in sizes
+            for plan in plans
+        }
+        best_bs, best_plan = max(rates, key=lambda key: rates[key])
         print(
-            "  forward-only scan: " + ", ".join(f"batch {b}: {r:.2f}/s" for b, r in rates.items())
+            f"  forward-only scan ({forward_only.classifier.precision}): "
+            + ", ".join(f"batch {b} {w}x{t}: {r:.2f}/s" for (b, (w, t)), r in rates.items()),
+            flush=True,
         )
-        forward_run = scan[best]
+
+        def forward_run() -> float:
+            return forward_only.rate(best_bs, *best_plan)
 
         serve_proc, serve_port = serve_dogclf(model_dir, args)
         base_proc, base_port = start_process(
@@ -329,7 +376,8 @@ def main() -> int:
                     f"load average {os.getloadavg()[0]:.2f}",
                     flush=True,
                 )
-            batching = get_stats(serve_port)["batching"]
+            stats = get_stats(serve_port)
+            batching, served_model = stats["batching"], stats["model"]
         finally:
             stop_process(serve_proc)
             stop_process(base_proc)
@@ -343,14 +391,17 @@ def main() -> int:
     )
     print()
     print(f"{'path (median of rounds)':<30}{'images/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
-    print(f"{f'forward-only (batch {best})':<30}{statistics.median(forward):>10.2f}")
+    plan = f"batch {best_bs}, {best_plan[0]}x{best_plan[1]} threads"
+    print(f"{f'forward-only ({plan})':<30}{statistics.median(forward):>10.2f}")
     for row in (s, b):
         print(
             f"{row['name']:<30}{row['images_per_s']:>10.2f}{row['p50_ms']:>10.0f}{row['p99_ms']:>10.0f}"
         )
     print(
-        f"serve batches: mean {batching['mean_batch']}, largest {batching['largest_batch']} "
-        f"(max {args.max_batch_size}, wait {args.max_batch_wait_ms:g} ms)"
+        f"serve: {served_model['precision']}, {served_model['workers']} worker(s) x "
+        f"{served_model['torch_threads']} thread(s); batches mean {batching['mean_batch']}, "
+        f"largest {batching['largest_batch']} (max {args.max_batch_size}, "
+        f"wait {args.max_batch_wait_ms:g} ms)"
     )
     ok_f, ok_b = vs_forward >= FORWARD_TARGET, vs_base >= BASELINE_TARGET
     print(

@@ -196,6 +196,37 @@ def test_serving_preprocessing_is_the_training_eval_transform() -> None:
     assert torch.allclose(served, trained, atol=1e-6)
 
 
+def test_precision_auto_is_bf16_only_on_a_cpu_that_multiplies_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dogclf.training import models
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
+    assert inference.pick_dtype(cpu) == torch.bfloat16
+    assert inference.pick_dtype(cpu, "fp32") == torch.float32
+    assert inference.pick_dtype(torch.device("cuda")) == torch.float32
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)
+    assert inference.pick_dtype(cpu) == torch.float32
+    assert inference.pick_dtype(cpu, "bf16") == torch.bfloat16
+    with pytest.raises(ValueError, match="precision must be one of"):
+        inference.pick_dtype(cpu, "fp16")
+
+
+def test_bf16_and_fp32_give_the_same_answers(trained_model: TrainedModel) -> None:
+    images = [image.read_bytes() for image, _ in trained_model.test_images()]
+    answers = {}
+    for precision in ("fp32", "bf16"):
+        classifier = inference.load_classifier(trained_model.extracted, precision=precision)
+        assert classifier.precision == precision
+        answers[precision] = classifier.predict(images, 3)
+    for fp32, bf16 in zip(answers["fp32"], answers["bf16"], strict=True):
+        assert fp32[0]["label"] == bf16[0]["label"]
+        assert [p["probability"] for p in fp32] == pytest.approx(
+            [p["probability"] for p in bf16], abs=0.02
+        )
+
+
 # ---------------------------------------------------------------- decoding
 
 

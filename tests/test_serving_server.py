@@ -358,9 +358,12 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(
 
     log = tmp_path / "serve.log"
     env = clean_env(DOGCLF_CONFIG=str(trained_model.config))
-    server = start_serve(str(trained_model.extracted), env=env, log_path=log)
+    plan = ["--precision", "fp32", "--workers", "1", "--torch-threads", "1"]
+    server = start_serve(str(trained_model.extracted), env=env, log_path=log, extra_args=plan)
     try:
         client = Client(server.url)
+        model = client.stats()["model"]
+        assert model == {"precision": "fp32", "workers": 1, "torch_threads": 1}
         image, breed = trained_model.test_images()[0]
         data = image.read_bytes()
         open_conn = http.client.HTTPConnection(client.host, client.port, timeout=60)

@@ -5,8 +5,15 @@ from __future__ import annotations
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 
 import typer
+
+
+class Precision(StrEnum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
 
 
 class _StopBeforeReady(BaseException):
@@ -72,8 +79,20 @@ def serve(
         min=1,
         help="Images decoded at once \\[serving.decode_threads, else CPU count].",
     ),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        max=64,
+        help="Forward passes run side by side \\[1 on a GPU; on a CPU one per core, up to 4].",
+    ),
     torch_threads: int | None = typer.Option(
-        None, "--torch-threads", min=1, help="Threads of one forward pass \\[torch's default]."
+        None, "--torch-threads", min=1, help="Threads of one forward pass \\[CPUs / workers]."
+    ),
+    precision: Precision = typer.Option(
+        Precision.auto,
+        "--precision",
+        help="auto: bf16 on a CPU with native bf16 (AVX512-BF16, AMX), else fp32.",
     ),
     access_log: bool = typer.Option(
         False, "--access-log", help="Log every request (errors are always logged)."
@@ -97,13 +116,9 @@ def serve(
     if not model_files.is_remote(model):
         model_files.local_model_path(model)  # fail now, before binding the port
 
-    import torch
-
     from dogclf.serving.inference import Limits
     from dogclf.serving.server import InferenceService, ModelServer
 
-    if torch_threads:
-        torch.set_num_threads(torch_threads)
     s = cfg.serving
     limits = Limits(
         max_payload_bytes=int(s.max_payload_mb * 1024 * 1024),
@@ -116,6 +131,9 @@ def serve(
         max_batch_size=max_batch_size or s.max_batch_size,
         max_batch_wait_ms=s.max_batch_wait_ms if max_batch_wait_ms is None else max_batch_wait_ms,
         decode_threads=decode_threads or s.decode_threads or os.cpu_count() or 1,
+        workers=workers,
+        torch_threads=torch_threads,
+        precision=precision.value,
     )
     listen_port = s.port if port is None else port
     try:
@@ -147,8 +165,9 @@ def serve(
         # The one line a script waits for (stdout, flushed).
         render.out.print(
             f"Serving {model} ({classifier.arch}, {classifier.num_classes} classes, "
-            f"{classifier.device.type}) on {server.url} "
-            f"(max batch {service.max_batch_size}, wait {service.max_batch_wait_ms:g} ms)",
+            f"{classifier.device.type} {classifier.precision}) on {server.url} "
+            f"(max batch {service.max_batch_size}, wait {service.max_batch_wait_ms:g} ms, "
+            f"{service.workers} worker(s) x {service.torch_threads} thread(s))",
             highlight=False,
             soft_wrap=True,
         )

@@ -1,9 +1,10 @@
 """Dynamic batching: items submitted by many threads, run together by one worker thread.
 
-Request threads decode and transform their images, then `submit` the tensors; the worker
+Request threads decode and transform their images, then `submit` the tensors; a worker
 takes whatever is queued (up to `max_batch_size`, waiting at most `max_wait_s` for more
 after the first) and runs one forward pass. While it runs, the request threads decode the
-next images, so decoding overlaps inference.
+next images, so decoding overlaps inference. With several workers (CPU serving), one
+collects the next batch while the others run theirs.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class BatchStats:
     batches: int = 0
     items: int = 0
     largest: int = 0
-    busy_s: float = 0.0  # time spent inside run_batch
+    busy_s: float = 0.0  # time spent inside run_batch, summed over the workers
     sizes: dict[int, int] = field(default_factory=dict)  # batch size -> count
 
     def as_dict(self) -> dict[str, Any]:
@@ -50,20 +51,32 @@ class DynamicBatcher(Generic[T, R]):
         *,
         max_batch_size: int,
         max_wait_s: float,
+        workers: int = 1,
         name: str = "dogclf-batcher",
     ) -> None:
-        if max_batch_size < 1:
-            raise ValueError("max_batch_size must be >= 1")
+        if max_batch_size < 1 or workers < 1:
+            raise ValueError("max_batch_size and workers must be >= 1")
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait_s = max(0.0, max_wait_s)
         self.stats = BatchStats()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        self._lock = threading.Lock()
+        self._running = 0
         self._closed = False
 
+    @property
+    def workers(self) -> int:
+        return len(self._threads)
+
     def start(self) -> DynamicBatcher[T, R]:
-        self._thread.start()
+        self._running = len(self._threads)
+        for thread in self._threads:
+            thread.start()
         return self
 
     def submit(self, item: T) -> Future[R]:
@@ -74,11 +87,13 @@ class DynamicBatcher(Generic[T, R]):
         return future
 
     def close(self, timeout: float | None = None) -> None:
-        """Run what is queued, then stop the worker."""
+        """Run what is queued, then stop the workers (one stop marker each)."""
         self._closed = True
-        self._queue.put(_STOP)
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout)
 
     def _collect(self, first: Any) -> tuple[list[Any], bool]:
         batch = [first]
@@ -105,23 +120,33 @@ class DynamicBatcher(Generic[T, R]):
             if first is _STOP:
                 break
             batch, stopping = self._collect(first)
-            live = [(item, f) for item, f in batch if f.set_running_or_notify_cancel()]
-            if not live:
-                continue
-            items, futures = [item for item, _ in live], [f for _, f in live]
-            started = time.perf_counter()
-            try:
-                results = self.run_batch(items)
-                if len(results) != len(items):
-                    raise RuntimeError(f"run_batch returned {len(results)} for {len(items)} items")
-            except BaseException as exc:  # hand the failure to every waiting request
-                for future in futures:
-                    future.set_exception(exc)
-            else:
-                for future, result in zip(futures, results, strict=True):
-                    future.set_result(result)
-            self._record(len(items), time.perf_counter() - started)
-        # Anything submitted after close: fail it rather than leave a thread waiting forever.
+            self._run(batch)
+        with self._lock:
+            self._running -= 1
+            last = self._running == 0
+        if last:  # the other workers are gone: fail what was submitted after close
+            self._fail_leftovers()
+
+    def _run(self, batch: list[Any]) -> None:
+        live = [(item, f) for item, f in batch if f.set_running_or_notify_cancel()]
+        if not live:
+            return
+        items, futures = [item for item, _ in live], [f for _, f in live]
+        started = time.perf_counter()
+        try:
+            results = self.run_batch(items)
+            if len(results) != len(items):
+                raise RuntimeError(f"run_batch returned {len(results)} for {len(items)} items")
+        except BaseException as exc:  # hand the failure to every waiting request
+            for future in futures:
+                future.set_exception(exc)
+        else:
+            for future, result in zip(futures, results, strict=True):
+                future.set_result(result)
+        self._record(len(items), time.perf_counter() - started)
+
+    def _fail_leftovers(self) -> None:
+        """Rather than leave a request thread waiting forever."""
         while True:
             try:
                 entry = self._queue.get_nowait()
@@ -131,9 +156,10 @@ class DynamicBatcher(Generic[T, R]):
                 entry[1].set_exception(RuntimeError("the server is shutting down"))
 
     def _record(self, size: int, seconds: float) -> None:
-        s = self.stats
-        s.batches += 1
-        s.items += size
-        s.largest = max(s.largest, size)
-        s.busy_s += seconds
-        s.sizes[size] = s.sizes.get(size, 0) + 1
+        with self._lock:
+            s = self.stats
+            s.batches += 1
+            s.items += size
+            s.largest = max(s.largest, size)
+            s.busy_s += seconds
+            s.sizes[size] = s.sizes.get(size, 0) + 1

@@ -272,6 +272,22 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """The network's dtype. "auto": bf16 on a CPU that multiplies bf16 in hardware (AVX512-BF16,
+    AMX), where it is about twice the fp32 forward pass (bench/serve_throughput.py), as the
+    training core's frozen backbone already runs there; fp32 everywhere else."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "bf16" or (
+        precision == "auto" and device.type == "cpu" and models.cpu_has_native_bf16()
+    ):
+        return torch.bfloat16
+    return torch.float32
+
+
 class Classifier:
     """The network, its labels and its eval transform, ready for inference."""
 
@@ -284,6 +300,7 @@ class Classifier:
         image_size: int,
         device: torch.device,
         limits: Limits,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         self.model = model
         self.labels = labels
@@ -291,6 +308,7 @@ class Classifier:
         self.image_size = image_size
         self.device = device
         self.limits = limits
+        self.dtype = dtype
         # The eval transform in two halves (one definition, preprocess.eval_transform):
         # resize + crop in Pillow per image, normalisation once per batch.
         self.resize_crop = preprocess.resize_crop(image_size)
@@ -301,6 +319,10 @@ class Classifier:
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.dtype == torch.bfloat16 else "fp32"
 
     def prepare(self, data: bytes, where: str | None = None) -> torch.Tensor:
         """Bytes -> resized, cropped uint8 (H, W, C) pixels; 400 for a bad image, 413 too big.
@@ -319,10 +341,11 @@ class Classifier:
         return preprocess.to_pixels(self.resize_crop(image))
 
     def to_batch(self, pixels: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Pixels from `prepare` -> normalised float NCHW batch (channels_last in memory)."""
+        """Pixels from `prepare` -> normalised NCHW batch in the network's dtype (normalised in
+        fp32 first, as eval_transform does; channels_last in memory)."""
         batch = torch.stack(list(pixels)).to(self.device, non_blocking=True)
         normalized: torch.Tensor = self.normalize(batch.permute(0, 3, 1, 2))
-        return normalized
+        return normalized.to(self.dtype)
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Normalised NCHW batch -> softmax probabilities (N, classes) on the CPU."""
@@ -359,14 +382,16 @@ class Classifier:
         return results
 
 
-def optimize_for_cpu(net: torch.nn.Module, image_size: int) -> torch.nn.Module:
+def optimize_for_cpu(
+    net: torch.nn.Module, image_size: int, dtype: torch.dtype = torch.float32
+) -> torch.nn.Module:
     """TorchScript freeze + optimize_for_inference: batch norm folded into the convolutions
     and oneDNN weights pre-packed, about 20% less CPU per image for resnet50 than eager
     mode (bench/serve_throughput.py). A network that cannot be traced stays eager."""
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about Python control flow
-            example = torch.zeros(1, 3, image_size, image_size)
+            example = torch.zeros(1, 3, image_size, image_size, dtype=dtype)
             traced = torch.jit.trace(net, example, check_trace=False)
             optimized: torch.nn.Module = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
             optimized(example)
@@ -381,10 +406,12 @@ def load_classifier(
     device: torch.device | None = None,
     limits: Limits | None = None,
     optimize: bool = True,
+    precision: str = "auto",
 ) -> Classifier:
     """model.pt + labels.json -> Classifier in eval mode. Never downloads weights.
 
     `optimize`: on CPU, run a frozen TorchScript version of the network (optimize_for_cpu).
+    `precision`: "auto", "fp32" or "bf16" (pick_dtype).
     """
     model_dir = Path(model_dir)
     weights, labels_file = model_dir / "model.pt", model_dir / "labels.json"
@@ -403,12 +430,13 @@ def load_classifier(
     if not isinstance(labels, list) or len(labels) != num_classes:
         raise ValueError(f"{labels_file} must list {num_classes} labels")
     device = device or pick_device()
+    dtype = pick_dtype(device, precision)
     net = models.build_model(str(checkpoint["arch"]), num_classes, pretrained=False)
     net.load_state_dict(checkpoint["state_dict"])
     # channels_last lets oneDNN (CPU) and cuDNN pick their fastest convolution kernels.
-    net = net.eval().to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+    net = net.eval().to(device, dtype, memory_format=torch.channels_last)  # type: ignore[call-overload]
     if optimize and device.type == "cpu":
-        net = optimize_for_cpu(net, int(checkpoint["image_size"]))
+        net = optimize_for_cpu(net, int(checkpoint["image_size"]), dtype)
     return Classifier(
         net,
         [str(label) for label in labels],
@@ -416,6 +444,7 @@ def load_classifier(
         image_size=int(checkpoint["image_size"]),
         device=device,
         limits=limits or Limits(),
+        dtype=dtype,
     )
 
 

@@ -9,12 +9,14 @@
     GET  /stats                         request and batch counters (benchmarks, debugging)
 
 The standard library's ThreadingHTTPServer gives one thread per connection: request threads
-parse and decode (Pillow and torch release the GIL), one batcher thread runs the model.
+parse and decode (Pillow and torch release the GIL), batcher workers run the model (one on a
+GPU; on a CPU a few, each with its share of the cores: worker_plan).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import threading
@@ -37,6 +39,25 @@ VARIANT = "AllTraffic"
 # A body over the limit is read and dropped (keeping the connection usable) up to this
 # multiple of the limit; beyond it the connection is closed instead.
 DRAIN_FACTOR = 8
+MAX_CPU_WORKERS = 4
+
+
+def worker_plan(
+    device: torch.device, cpus: int, workers: int | None = None, threads: int | None = None
+) -> tuple[int, int]:
+    """(model workers, torch threads per forward pass); None = chosen here.
+
+    A GPU gets one worker. On a CPU, a few forward passes side by side, each on its share of
+    the cores, beat one pass spread over all of them: no barrier waits between the threads
+    of one pass, and a request thread decoding on a core delays one pass instead of
+    stalling every core's share of it (bench/serve_throughput.py).
+    """
+    if device.type != "cpu":
+        return workers or 1, threads or torch.get_num_threads()
+    cpus = max(1, cpus)
+    if workers is None:
+        workers = max(1, cpus // threads) if threads else min(cpus, MAX_CPU_WORKERS)
+    return workers, threads or max(1, cpus // workers)
 
 
 class InferenceService:
@@ -49,10 +70,18 @@ class InferenceService:
         max_batch_size: int = 16,
         max_batch_wait_ms: float = 5.0,
         decode_threads: int = 2,
+        workers: int | None = None,
+        torch_threads: int | None = None,
+        precision: str = "auto",
+        cpus: int | None = None,
     ) -> None:
         self.limits = limits
         self.max_batch_size = max_batch_size
         self.max_batch_wait_ms = max_batch_wait_ms
+        self.precision = precision
+        self.cpus = cpus or os.cpu_count() or 1
+        self._plan = (workers, torch_threads)
+        self.workers, self.torch_threads = 1, torch.get_num_threads()
         # Bounds concurrent decoding so 100 connections cannot starve the model of CPU.
         self._decode_slots = threading.BoundedSemaphore(max(1, decode_threads))
         self.classifier: inference.Classifier | None = None
@@ -67,7 +96,11 @@ class InferenceService:
         return self.batcher is not None
 
     def load(self, model_dir: Path) -> inference.Classifier:
-        classifier = inference.load_classifier(model_dir, limits=self.limits)
+        classifier = inference.load_classifier(
+            model_dir, limits=self.limits, precision=self.precision
+        )
+        self.workers, self.torch_threads = worker_plan(classifier.device, self.cpus, *self._plan)
+        torch.set_num_threads(self.torch_threads)
         # Warm up: the first pass (and each new batch shape) builds kernels; do it now,
         # not on the first user's request.
         size = classifier.image_size
@@ -78,6 +111,7 @@ class InferenceService:
             self._run_batch,
             max_batch_size=self.max_batch_size,
             max_wait_s=self.max_batch_wait_ms / 1000,
+            workers=self.workers,
         ).start()
         return classifier
 
@@ -120,6 +154,11 @@ class InferenceService:
             "requests": self.requests,
             "images": self.images,
             "client_errors": self.client_errors,
+            "model": {
+                "precision": self.classifier.precision if self.classifier else None,
+                "workers": self.workers,
+                "torch_threads": self.torch_threads,
+            },
             "batching": self.batcher.stats.as_dict() if self.batcher else None,
         }
 

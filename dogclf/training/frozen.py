@@ -19,20 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from dogclf.training.models import cpu_has_native_bf16  # shared with serving
+
 
 def head_attribute(arch: str) -> str:
     """The attribute holding the trainable head (matches models.head_parameters)."""
     return "fc" if arch.startswith(("resnet", "tiny")) else "classifier"
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware; without it bf16 is emulated and slower."""
-    cpu: Any = torch.cpu  # private probes (torch >= 2.3), absent on some builds
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    try:
-        return any(getattr(cpu, name)() for name in probes if hasattr(cpu, name))
-    except Exception:
-        return False
 
 
 def backbone_autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:

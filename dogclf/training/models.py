@@ -85,6 +85,18 @@ def head_parameters(model: nn.Module, arch: str) -> list[nn.Parameter]:
     return list(head.parameters())  # type: ignore[union-attr]
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware; without it bf16 is emulated and slower.
+
+    Here (not in training/) because code/inference.py needs it inside the container too."""
+    cpu: Any = torch.cpu  # private probes (torch >= 2.3), absent on some builds
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    try:
+        return any(getattr(cpu, name)() for name in probes if hasattr(cpu, name))
+    except Exception:
+        return False
+
+
 def build_model(
     arch: str, num_classes: int, *, pretrained: bool = False, freeze_backbone: bool = False
 ) -> nn.Module:
