@@ -411,7 +411,8 @@ def main() -> int:
         f"serve / baseline     : {vs_base:.2f}x (target >= {BASELINE_TARGET}) {'OK' if ok_b else 'BELOW TARGET'}"
     )
     print(
-        f"load average at end  : {os.getloadavg()[0]:.2f} (other work on this machine skews all figures)"
+        f"load average at end  : {os.getloadavg()[0]:.2f} (this bench's own threads included; "
+        "the figure at start tells whether other work ran beside it)"
     )
     failures = s["failures"] + b["failures"]
     if failures:
