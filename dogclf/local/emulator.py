@@ -6,10 +6,8 @@ so the code under test or in the demo is the code that runs against AWS.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,11 +46,9 @@ class Emulator:
         }
 
     def _post(self, path: str, body: dict[str, Any] | None = None) -> None:
-        data = json.dumps(body or {}).encode()
-        req = urllib.request.Request(self.url + path, data=data, method="POST")
-        req.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            resp.read()
+        from dogclf.local.moto_ext import post_json
+
+        post_json(self.url, path, body or {})
 
     def configure(self) -> None:
         # Lambda invoke would need Docker otherwise (see DESIGN.md).

@@ -42,6 +42,17 @@ def install() -> None:
     _installed = True
 
 
+def post_json(emulator_url: str, path: str, body: dict[str, Any]) -> None:
+    """POST a JSON body to one of the emulator's /moto-api routes (client side)."""
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(emulator_url + path, data=json.dumps(body).encode(), method="POST")
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        resp.read()
+
+
 # ================================================================ SageMaker (control plane)
 # moto 5.2.5's SageMaker jumps every job and endpoint straight to its final status, lacks
 # UpdateEndpoint / StopTrainingJob / StopHyperParameterTuningJob /
@@ -82,24 +93,19 @@ def script_sagemaker(
     region: str = "us-east-1",
 ) -> None:
     """Client side of the script route (tests, demo): one POST over HTTP."""
-    import json
-    import urllib.request
-
-    body = {
-        "kind": kind,
-        "name_prefix": name_prefix,
-        "statuses": statuses,
-        "failure_reason": failure_reason,
-        "log_lines": log_lines or [],
-        "metrics": metrics or {},
-        "region": region,
-    }
-    req = urllib.request.Request(
-        emulator_url + SAGEMAKER_SCRIPT_PATH, data=json.dumps(body).encode(), method="POST"
+    post_json(
+        emulator_url,
+        SAGEMAKER_SCRIPT_PATH,
+        {
+            "kind": kind,
+            "name_prefix": name_prefix,
+            "statuses": statuses,
+            "failure_reason": failure_reason,
+            "log_lines": log_lines or [],
+            "metrics": metrics or {},
+            "region": region,
+        },
     )
-    req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        resp.read()
 
 
 def _sm_state(backend: Any) -> dict[str, Any]:
@@ -409,14 +415,7 @@ TRAINING_RUNTIME_PATH = "/moto-api/dogclf/sagemaker/training-runtime"
 
 def enable_training_runtime(emulator_url: str, workdir: str, *, region: str = "us-east-1") -> None:
     """Client side of the training runtime route (demo, tests): one POST over HTTP."""
-    import json
-    import urllib.request
-
-    body = json.dumps({"workdir": workdir, "region": region}).encode()
-    req = urllib.request.Request(emulator_url + TRAINING_RUNTIME_PATH, data=body, method="POST")
-    req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        resp.read()
+    post_json(emulator_url, TRAINING_RUNTIME_PATH, {"workdir": workdir, "region": region})
 
 
 def _training_runtime(backend: Any) -> dict[str, Any] | None:
@@ -927,14 +926,7 @@ def enable_lambda_runtime(
     emulator_url: str, env: dict[str, str] | None = None, *, region: str = "us-east-1"
 ) -> None:
     """Client side of the runtime route (tests, demo): one POST over HTTP."""
-    import json
-    import urllib.request
-
-    body = json.dumps({"env": env or {}, "region": region}).encode()
-    req = urllib.request.Request(emulator_url + LAMBDA_RUNTIME_PATH, data=body, method="POST")
-    req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        resp.read()
+    post_json(emulator_url, LAMBDA_RUNTIME_PATH, {"env": env or {}, "region": region})
 
 
 def _lambda_runtime_route(
