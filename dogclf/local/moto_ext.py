@@ -133,8 +133,8 @@ def _now() -> Any:
     return utcnow()
 
 
-def _write_job_logs(backend: Any, job_name: str, lines: list[str]) -> None:
-    """The container's stdout as CloudWatch Logs has it: one stream per host."""
+def _write_job_logs(backend: Any, job_name: str, lines: list[str], *, host: str = "algo-1") -> None:
+    """The container's stdout as CloudWatch Logs has it: stream `<job>/<host>-<start>`."""
     if not lines:
         return
     import time
@@ -144,7 +144,9 @@ def _write_job_logs(backend: Any, job_name: str, lines: list[str]) -> None:
     logs = logs_backends[backend.account_id][backend.region_name]
     if TRAINING_LOG_GROUP not in logs.groups:
         logs.create_log_group(TRAINING_LOG_GROUP, tags={})
-    stream = f"{job_name}/algo-1-{int(time.time())}"
+    # One stream per host for the job's whole run: named by when the job was created.
+    stamp = int(backend.training_jobs[job_name].creation_time.timestamp())
+    stream = f"{job_name}/{host}-{stamp}"
     if stream not in logs.groups[TRAINING_LOG_GROUP].streams:
         logs.create_log_stream(TRAINING_LOG_GROUP, stream)
     start = int(time.time() * 1000)
@@ -473,30 +475,18 @@ def _run_training_job(
     import time
     from pathlib import Path
 
-    from moto.logs.models import logs_backends
-
     from dogclf.aws.session import AwsContext
     from dogclf.local.emulator import DUMMY_CREDENTIALS
     from dogclf.local.job_executor import execute_training_job
     from dogclf.local.runner import JobFailedError
 
-    logs = logs_backends[backend.account_id][backend.region_name]
-    if TRAINING_LOG_GROUP not in logs.groups:
-        logs.create_log_group(TRAINING_LOG_GROUP, tags={})
     started = int(time.time())
-    streams: set[str] = set()
 
     def on_log(line: str) -> None:
         host, text = "algo-1", line
         if line.startswith("[algo-") and "] " in line:  # a multi-host job's "[algo-2] ..."
             host, text = line[1:].split("] ", 1)
-        stream = f"{job.training_job_name}/{host}-{started}"
-        if stream not in streams:
-            logs.create_log_stream(TRAINING_LOG_GROUP, stream)
-            streams.add(stream)
-        logs.put_log_events(
-            TRAINING_LOG_GROUP, stream, [{"timestamp": int(time.time() * 1000), "message": text}]
-        )
+        _write_job_logs(backend, job.training_job_name, [text], host=host)
 
     job.secondary_status = "Training"
     try:
