@@ -57,7 +57,7 @@ def demo(
         else:
             render.err.print(f"[bold red]✗ {report.name}:[/bold red] {report.error}")
 
-    with isolated_environ({}):
+    with isolated_environ():
         runner = Demo(opts, narrate, on_done)
         result = runner.run()
         if as_json:

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,20 +209,13 @@ def run_command(config: Path, *args: str) -> Any:
     return json.loads(text) if text.strip() else None
 
 
-@contextlib.contextmanager
-def isolated_environ(values: dict[str, str]) -> Iterator[None]:
-    """Only `values` of the AWS_* / DOGCLF_* variables for a block: nothing of the caller's
-    own AWS set-up (profile, region, endpoints) or dogclf overrides can leak into the demo."""
-    saved = dict(os.environ)
-    for key in list(os.environ):
-        if key.startswith(("AWS_", "DOGCLF_")) and key != "DOGCLF_DEBUG":
-            del os.environ[key]
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+def isolated_environ() -> contextlib.AbstractContextManager[None]:
+    """No AWS_* / DOGCLF_* variable of the caller's (profile, region, endpoints, dogclf
+    overrides) for a block, but DOGCLF_DEBUG: nothing of theirs can leak into the demo."""
+    from dogclf.local.emulator import patched_environ
+
+    keep = {k: v for k, v in os.environ.items() if k == "DOGCLF_DEBUG"}
+    return patched_environ(keep, scrub=("AWS_", "DOGCLF_"))
 
 
 def accuracy(results: list[dict[str, Any]]) -> tuple[float, list[str]]:

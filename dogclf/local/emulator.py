@@ -81,15 +81,16 @@ def start_emulator() -> Emulator:
 
 
 @contextmanager
-def patched_environ(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for a block, restoring the previous values after."""
-    saved = {k: os.environ.get(k) for k in values}
+def patched_environ(values: dict[str, str], *, scrub: tuple[str, ...] = ()) -> Iterator[None]:
+    """Set `values` for a block, after removing every variable that starts with one of
+    `scrub`; the whole environment is as before afterwards, whatever the block set."""
+    saved = dict(os.environ)
+    for key in list(os.environ):
+        if scrub and key.startswith(scrub):
+            del os.environ[key]
     os.environ.update(values)
     try:
         yield
     finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
+        os.environ.clear()
+        os.environ.update(saved)
