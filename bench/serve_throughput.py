@@ -54,7 +54,7 @@ def make_inputs(root: Path, count: int) -> list[bytes]:
 def make_model(root: Path, arch: str, classes: int = 133, image_size: int = 224) -> Path:
     import torch
 
-    from dogclf.training.models import build_model
+    from dogclf.model.network import build_model
 
     torch.manual_seed(0)
     model_dir = root / "model"
@@ -83,7 +83,7 @@ class ForwardOnly:
     serve picks on a CPU) a few passes side by side, each on its share of the cores."""
 
     def __init__(self, model_dir: Path, images: Sequence[bytes], precision: str) -> None:
-        from dogclf.serving.inference import load_classifier
+        from dogclf.model.inference import load_classifier
 
         self.classifier = load_classifier(model_dir, precision=precision)
         self.pixels = [self.classifier.prepare(data) for data in images]
@@ -222,7 +222,7 @@ def baseline_server(model_dir: Path, port: int) -> None:
     from PIL import Image
     from torchvision import transforms
 
-    from dogclf.training.models import build_model
+    from dogclf.model.network import build_model
 
     checkpoint = torch.load(model_dir / "model.pt", weights_only=True)
     labels = json.loads((model_dir / "labels.json").read_text())

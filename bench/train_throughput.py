@@ -63,7 +63,7 @@ def make_data(root: Path, train_images: int) -> Path:
 def core_argv(data: Path, out: Path, args: argparse.Namespace) -> list[str]:
     """The default [training] config as a SageMaker job would pass it, minus the download."""
     from dogclf.config import TrainingSection
-    from dogclf.training.params import hyperparameters_from_config
+    from dogclf.model.hyperparameters import hyperparameters_from_config
 
     hps = hyperparameters_from_config(TrainingSection())
     hps.update({"pretrained": "false", "batch-size": str(args.batch_size)})

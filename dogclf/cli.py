@@ -6,7 +6,7 @@ imports what it needs inside its function, so `dogclf --help` is fast.
 
 from __future__ import annotations
 
-import os
+import importlib
 import sys
 import traceback
 from pathlib import Path
@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from dogclf import __version__
+from dogclf.commands.context import State, debug_on
 from dogclf.errors import DogclfError
 
 
@@ -48,15 +49,10 @@ class DogclfGroup(TyperGroup):
             raise typer.Exit(1) from None
 
 
-def _debug_on(ctx: typer.Context) -> bool:
-    state = ctx.find_object(State)
-    return bool(state and state.debug) or os.environ.get("DOGCLF_DEBUG", "") not in ("", "0")
-
-
 def _report(ctx: typer.Context, message: str, hint: str | None, exc: BaseException) -> None:
     from dogclf import render
 
-    if _debug_on(ctx):
+    if debug_on(ctx):
         traceback.print_exception(exc)
     first, *rest = message.splitlines() or [""]
     render.err.print(f"[bold red]Error:[/bold red] {first}", highlight=False, markup=True)
@@ -64,23 +60,6 @@ def _report(ctx: typer.Context, message: str, hint: str | None, exc: BaseExcepti
         render.err.print(f"  {line}", highlight=False, markup=False)
     if hint:
         render.err.print(f"[dim]Hint: {hint}[/dim]", highlight=False)
-
-
-class State:
-    """Global options, shared with every command through the click context."""
-
-    def __init__(self, config_path: Path | None, debug: bool) -> None:
-        self.config_path = config_path
-        self.debug = debug
-        self._config: Any = None
-
-    def config(self) -> Any:
-        """The validated DogclfConfig (loaded once per run)."""
-        if self._config is None:
-            from dogclf.config import load_config
-
-            self._config = load_config(self.config_path)
-        return self._config
 
 
 app = typer.Typer(
@@ -119,14 +98,6 @@ def _global(
     ctx.obj = State(config, debug)
 
 
-def state(ctx: typer.Context) -> State:
-    obj = ctx.find_object(State)
-    if obj is None:  # commands invoked without the callback (never via the CLI)
-        obj = State(None, False)
-        ctx.obj = obj
-    return obj
-
-
 def _register() -> None:
     # Each module adds its commands to `app`; order here is the order in --help.
     from dogclf.commands import setup_cmds
@@ -143,12 +114,7 @@ def _register() -> None:
         "status_cmds",
         "demo_cmd",
     ):
-        try:
-            module = __import__(f"dogclf.commands.{name}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"dogclf.commands.{name}":
-                raise
-            continue  # a command group not built yet
+        module = importlib.import_module(f"dogclf.commands.{name}")
         module.register(app)
 
 

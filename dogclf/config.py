@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dogclf.errors import ConfigError
+from dogclf.model.archs import ARCHS
 
 DEFAULT_CONFIG_FILE = "dogclf.toml"
 ENV_PREFIX = "DOGCLF_"
@@ -29,18 +30,6 @@ NON_CONFIG_ENV = {"DOGCLF_CONFIG", "DOGCLF_DEBUG"}
 SAGEMAKER_INSTANCE = re.compile(r"^ml\.[a-z][a-z0-9-]*\.[0-9]*(x?large|medium|small|metal)$")
 EC2_INSTANCE = re.compile(r"^[a-z][a-z0-9-]*\.[0-9]*(x?large|medium|small|micro|nano|metal)$")
 NAME_PART = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$|^[a-z]$")
-ARCHS = (
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "efficientnet_b0",
-    "efficientnet_b1",
-    "mobilenet_v3_small",
-    "mobilenet_v3_large",
-    "convnext_tiny",
-    "tiny_cnn",
-)
 
 
 class Section(BaseModel):

@@ -1,6 +1,7 @@
 """Plan, then apply: every mutating command first lists its steps from read-only calls.
 
 `--dry-run` prints the plan and stops; a second run of the same command plans only no-ops.
+Plain data and one loop: how a plan is shown is commands/plans.py's business.
 """
 
 from __future__ import annotations
@@ -11,19 +12,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from rich.table import Table
-
-from dogclf import render
-
 
 class Action(StrEnum):
     CREATE = "create"
     UPDATE = "update"
     DELETE = "delete"
     NOOP = "no-op"
-
-
-STYLE = {Action.CREATE: "green", Action.UPDATE: "yellow", Action.DELETE: "red", Action.NOOP: "dim"}
 
 
 @dataclass
@@ -86,32 +80,23 @@ class Plan:
         }
 
 
-def render_plan(plan: Plan) -> None:
-    table = Table(title=plan.title, title_justify="left", show_edge=False, pad_edge=False)
-    table.add_column("action")
-    table.add_column("resource")
-    table.add_column("name", overflow="fold")
-    table.add_column("what")
-    for s in plan.steps:
-        table.add_row(f"[{STYLE[s.action]}]{s.action}[/]", s.resource, s.name, s.message)
-    render.err.print(table)
-    c = plan.counts()
-    render.note(
-        f"{c['create']} to create, {c['update']} to update, {c['delete']} to delete, "
-        f"{c['no-op']} unchanged"
-    )
+def run_plan(
+    plan: Plan,
+    *,
+    around: Callable[[Step, Callable[[], Any]], Any] | None = None,
+    on_done: Callable[[StepResult], None] | None = None,
+) -> list[StepResult]:
+    """Run each changing step in order; a failure stops the plan where it is.
 
-
-def apply_plan(plan: Plan, *, quiet: bool = False) -> list[StepResult]:
-    """Run each changing step in order; a failure stops the plan where it is."""
+    `around(step, run)` wraps each call (a spinner), `on_done` hears of each result."""
     results = []
     for step in plan.steps:
         if step.action is Action.NOOP or step.apply is None:
             continue
         started = time.perf_counter()
-        with render.err.status(f"{step.action} {step.resource} {step.name}", spinner="dots"):
-            value = step.apply()
-        results.append(StepResult(step, time.perf_counter() - started, value))
-        if not quiet:
-            render.success(f"{step.action} {step.resource} {step.name}: {step.message}")
+        value = around(step, step.apply) if around else step.apply()
+        result = StepResult(step, time.perf_counter() - started, value)
+        results.append(result)
+        if on_done:
+            on_done(result)
     return results

@@ -20,8 +20,8 @@ from dogclf.aws.source_bundle import ENTRY_SCRIPT, build_bundle
 from dogclf.aws.tuning_jobs import unquote
 from dogclf.config import load_config
 from dogclf.local.emulator import Emulator
-from dogclf.training.metrics import METRIC_DEFINITIONS
-from dogclf.training.params import ENTRY_MODULE, hyperparameters_from_config
+from dogclf.model.hyperparameters import ENTRY_MODULE, hyperparameters_from_config
+from dogclf.model.metrics import METRIC_DEFINITIONS
 
 DATA = f"s3://{BUCKET}/dogclf/dev/data"
 SPOT_2 = {
@@ -263,7 +263,7 @@ def test_source_bundle_is_deterministic_and_self_contained(tmp_path: Path) -> No
         names = [m.name for m in members]
         tar.extractall(tmp_path, filter="data")
     assert ENTRY_SCRIPT in names and "dogclf/training/train.py" in names
-    assert "dogclf/serving/preprocess.py" in names
+    assert "dogclf/model/preprocess.py" in names
     assert not any(n.startswith(("dogclf/aws/", "dogclf/commands/")) for n in names)
     # The container runs the entry script from the unpacked folder: the bundled package
     # must be the one imported, and it must be enough to start the training program.

@@ -165,8 +165,13 @@ def test_projects_sharing_a_bucket_get_their_own_prefix() -> None:
 
 
 def test_config_accepts_exactly_the_architectures_the_model_builder_builds() -> None:
-    # config.py cannot import models.py (torch; it is also copied into model.tar.gz alone).
-    from dogclf.config import ARCHS as CONFIG_ARCHS
-    from dogclf.training.models import ARCHS
+    # One list (model/archs.py, torch-free) for the config's validation and the builder.
+    from dogclf.config import TrainingSection
+    from dogclf.model.archs import ARCHS
+    from dogclf.model.network import ARCHS as BUILDER_ARCHS
 
-    assert tuple(CONFIG_ARCHS) == tuple(ARCHS)
+    assert BUILDER_ARCHS is ARCHS
+    for arch in ARCHS:
+        assert TrainingSection(arch=arch).arch == arch
+    with pytest.raises(ValueError):
+        TrainingSection(arch="resnet9000")

@@ -16,9 +16,10 @@ from typer.testing import CliRunner
 from dogclf.aws import iam, lambda_fn
 from dogclf.aws.session import AwsContext
 from dogclf.cli import app
+from dogclf.commands.plans import apply_plan
 from dogclf.config import load_config
 from dogclf.local.emulator import Emulator
-from dogclf.plan import Plan, apply_plan
+from dogclf.plan import Plan
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 FUNCTION, ROLE, POLICY = (

@@ -45,8 +45,8 @@ def write_tiny_model(root: Path) -> Path:
     tests compare the Lambda's answers with the endpoint's, not with the truth)."""
     import torch
 
-    from dogclf.training.artifact import pack_model_dir, write_model_dir
-    from dogclf.training.models import build_model
+    from dogclf.model.artifact import pack_model_dir, write_model_dir
+    from dogclf.model.network import build_model
 
     torch.manual_seed(0)
     model_dir = write_model_dir(

@@ -14,7 +14,7 @@ import pytest
 from dogclf.config import DogclfConfig, TrainingSection
 from dogclf.errors import ResourceFailedError
 from dogclf.local.runner import run_local_job
-from dogclf.training.metrics import parse_metrics
+from dogclf.model.metrics import parse_metrics
 from dogclf.training.synthetic import make_dataset
 
 pytestmark = pytest.mark.slow
@@ -82,7 +82,7 @@ def test_local_job_follows_the_container_contract_and_packs_a_servable_model(
     assert labels == ["Affenpinscher", "Afghan_hound", "Airedale_terrier"]
     # What the SageMaker PyTorch inference container would do with it: code/inference.py.
     if not (extracted / "code" / "inference.py").is_file():
-        pytest.skip("dogclf/serving/inference.py not in this checkout yet")
+        pytest.skip("dogclf/model/inference.py not in this checkout yet")
     image = next((data / "test").rglob("*.jpg"))
     probe = (
         "import sys, json; sys.path.insert(0, 'code'); import inference as i; "

@@ -30,8 +30,8 @@ from serving_support import (
     sixteen_bit_png,
 )
 
-from dogclf.serving import inference, preprocess
-from dogclf.serving.inference import (
+from dogclf.model import inference, preprocess
+from dogclf.model.inference import (
     Limits,
     NotAcceptableError,
     PayloadTooLargeError,
@@ -169,7 +169,7 @@ def test_container_handlers_run_from_the_tarball_without_dogclf(
 def test_serving_preprocessing_is_the_training_eval_transform() -> None:
     """What `prepare` + `to_batch` feed the network equals the training core's
     eval_transform on the same decoded image (large JPEGs decode in draft mode in both)."""
-    from dogclf.serving.inference import Classifier
+    from dogclf.model.inference import Classifier
 
     classifier = Classifier(
         torch.nn.Identity(),
@@ -199,7 +199,7 @@ def test_serving_preprocessing_is_the_training_eval_transform() -> None:
 def test_precision_auto_is_bf16_only_on_a_cpu_that_multiplies_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from dogclf.training import models
+    from dogclf.model import network as models
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)

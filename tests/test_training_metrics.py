@@ -9,14 +9,14 @@ import sys
 import pytest
 
 from dogclf.config import TrainingSection
-from dogclf.training.metrics import (
+from dogclf.model.hyperparameters import ENTRY_MODULE, hyperparameters_from_config
+from dogclf.model.metrics import (
     EPOCH_LINE,
     METRIC_DEFINITIONS,
     METRIC_NAMES,
     format_metric,
     parse_metrics,
 )
-from dogclf.training.params import ENTRY_MODULE, hyperparameters_from_config
 
 
 def test_definitions_cover_every_metric_in_sagemaker_shape() -> None:
@@ -75,7 +75,7 @@ def test_hyperparameters_are_strings_named_like_the_entry_point_options() -> Non
 
 def test_control_plane_modules_do_not_import_torch() -> None:
     probe = (
-        "import sys, dogclf.training.metrics, dogclf.training.params; "
+        "import sys, dogclf.model.metrics, dogclf.model.hyperparameters; "
         "print([m for m in ('torch', 'torchvision') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

@@ -20,9 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from dogclf import render
 from dogclf.aws import autoscaling
-from dogclf.aws.cli_support import tag_list
 from dogclf.aws.polling import wait_until
-from dogclf.aws.session import AwsContext, aws_errors, call, get_or_none
+from dogclf.aws.session import AwsContext, aws_errors, call, get_or_none, tag_list
 from dogclf.errors import AwsError, ResourceFailedError
 from dogclf.plan import Action, Plan
 

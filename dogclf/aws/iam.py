@@ -17,8 +17,7 @@ from urllib.parse import unquote
 import botocore.exceptions
 
 from dogclf.aws.artifacts import parse_s3_uri
-from dogclf.aws.cli_support import tag_list
-from dogclf.aws.session import AwsContext, aws_errors, call, error_code, get_or_none
+from dogclf.aws.session import AwsContext, aws_errors, call, error_code, get_or_none, tag_list
 from dogclf.plan import Action, Plan, Step
 
 if TYPE_CHECKING:

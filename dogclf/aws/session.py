@@ -18,7 +18,7 @@ import botocore.config
 import botocore.exceptions
 
 from dogclf import __version__
-from dogclf.errors import AwsError, NotFoundError
+from dogclf.errors import AwsError, ConfigError, NotFoundError
 
 if TYPE_CHECKING:
     from dogclf.config import DogclfConfig
@@ -241,3 +241,18 @@ def get_or_none(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T
         raise translate(exc, what) from exc
     except botocore.exceptions.BotoCoreError as exc:
         raise translate(exc, what) from exc
+
+
+def require_role(cfg: DogclfConfig) -> str:
+    if not cfg.aws.role_arn:
+        raise ConfigError(
+            "aws.role_arn is not set: SageMaker needs an execution role",
+            'set [aws] role_arn = "arn:aws:iam::<account>:role/<name>" in dogclf.toml '
+            "(a role SageMaker can assume, with access to the bucket)",
+        )
+    return cfg.aws.role_arn
+
+
+def tag_list(cfg: DogclfConfig) -> list[dict[str, str]]:
+    """cfg.tags in the [{"Key", "Value"}] form SageMaker and S3 take."""
+    return [{"Key": k, "Value": v} for k, v in sorted(cfg.tags.items())]

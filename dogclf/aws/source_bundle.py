@@ -24,9 +24,7 @@ BUNDLED = (
     "__init__.py",
     "errors.py",
     "training",
-    "serving/__init__.py",
-    "serving/preprocess.py",
-    "serving/inference.py",  # copied into model.tar.gz as code/inference.py
+    "model",  # the network, preprocessing, and code/ of model.tar.gz
 )
 
 

@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dogclf.aws.artifacts import LatestModel, parse_s3_uri, write_latest
-from dogclf.aws.cli_support import tag_list
 from dogclf.aws.logs import LogTail
 from dogclf.aws.polling import wait_until
-from dogclf.aws.session import AwsContext, aws_errors, call, get_or_none
+from dogclf.aws.session import AwsContext, aws_errors, call, get_or_none, tag_list
 from dogclf.aws.source_bundle import ENTRY_SCRIPT, build_bundle
 from dogclf.errors import NotFoundError, ResourceFailedError
 from dogclf.plan import Action, Plan
@@ -72,7 +71,7 @@ def check_data(ctx: AwsContext, cfg: DogclfConfig) -> None:
 
 def plan_source(plan: Plan, ctx: AwsContext, cfg: DogclfConfig) -> str:
     """Add the code bundle's step (upload or no-op); returns its S3 URI."""
-    from dogclf.training.params import ENTRY_MODULE
+    from dogclf.model.hyperparameters import ENTRY_MODULE
 
     bundle = build_bundle(ENTRY_MODULE)
     uri = cfg.s3_prefix("code", bundle.digest, "sourcedir.tar.gz")
@@ -99,7 +98,7 @@ def plan_source(plan: Plan, ctx: AwsContext, cfg: DogclfConfig) -> str:
 
 
 def program_hyperparameters(cfg: DogclfConfig) -> dict[str, str]:
-    from dogclf.training.params import hyperparameters_from_config
+    from dogclf.model.hyperparameters import hyperparameters_from_config
 
     return hyperparameters_from_config(cfg.training)
 
@@ -140,7 +139,7 @@ def input_channels(cfg: DogclfConfig) -> list[dict[str, Any]]:
 
 def job_shape(cfg: DogclfConfig, checkpoint_name: str) -> dict[str, Any]:
     """The parts a training job and a tuning job's training definition share."""
-    from dogclf.training.metrics import METRIC_DEFINITIONS
+    from dogclf.model.metrics import METRIC_DEFINITIONS
 
     t = cfg.training
     stopping: dict[str, int] = {"MaxRuntimeInSeconds": t.max_run}

@@ -12,9 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dogclf.aws.cli_support import tag_list
 from dogclf.aws.polling import wait_until
-from dogclf.aws.session import AwsContext, call
+from dogclf.aws.session import AwsContext, call, tag_list
 from dogclf.aws.training_jobs import (
     describe_training_job,
     framework_hyperparameters,
@@ -35,7 +34,7 @@ def tuning_stamp() -> str:
 
 def tuned_names() -> dict[str, str]:
     """Config field -> the entry point's hyperparameter name ("batch_size" -> "batch-size")."""
-    from dogclf.training.params import HYPERPARAMETER_FIELDS
+    from dogclf.model.hyperparameters import HYPERPARAMETER_FIELDS
 
     return {f: HYPERPARAMETER_FIELDS[f] for f in ("lr", "batch_size", "epochs")}
 

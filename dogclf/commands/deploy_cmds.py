@@ -20,12 +20,12 @@ def deploy(
     """Serve a model on the real-time endpoint; a changed deploy switches it blue/green."""
     from dogclf import render
     from dogclf.aws.artifacts import resolve_model_uri
-    from dogclf.aws.cli_support import require_role, show_plan
     from dogclf.aws.endpoints import DeploySpec, describe_endpoint, plan_deploy
     from dogclf.aws.images import inference_image
-    from dogclf.aws.session import AwsContext
-    from dogclf.cli import state
-    from dogclf.plan import Plan, apply_plan
+    from dogclf.aws.session import AwsContext, require_role
+    from dogclf.commands.context import state
+    from dogclf.commands.plans import apply_plan, show_plan
+    from dogclf.plan import Plan
 
     cfg = state(ctx).config()
     role = require_role(cfg)
@@ -69,10 +69,10 @@ def scale(
     """Auto-scale the endpoint: min/max instances, target invocations per instance."""
     from dogclf import render
     from dogclf.aws.autoscaling import plan_scale, policy_configuration, resource_id
-    from dogclf.aws.cli_support import show_plan
     from dogclf.aws.session import AwsContext
-    from dogclf.cli import state
-    from dogclf.plan import Plan, apply_plan
+    from dogclf.commands.context import state
+    from dogclf.commands.plans import apply_plan, show_plan
+    from dogclf.plan import Plan
 
     cfg = state(ctx).config()
     aws = AwsContext.from_config(cfg)

@@ -18,10 +18,9 @@ def lambda_deploy(
     set reserved and provisioned concurrency (and a function URL if configured)."""
     from dogclf import render
     from dogclf.aws import lambda_fn
-    from dogclf.aws.cli_support import show_plan
     from dogclf.aws.session import AwsContext
-    from dogclf.cli import state
-    from dogclf.plan import apply_plan
+    from dogclf.commands.context import state
+    from dogclf.commands.plans import apply_plan, show_plan
 
     cfg = state(ctx).config()
     aws = AwsContext.from_config(cfg)

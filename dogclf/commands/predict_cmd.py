@@ -51,13 +51,9 @@ def predict(
 ) -> None:
     """Classify images: a table per image (breed, probability bar), or --json for scripts."""
     from dogclf import render
-    from dogclf.cli import state
-    from dogclf.serving.predictors import (
-        PredictOptions,
-        collect_images,
-        make_predictor,
-        predict_files,
-    )
+    from dogclf.commands.context import state
+    from dogclf.predict.base import PredictOptions, make_predictor
+    from dogclf.predict.files import collect_images, predict_files
 
     cfg = state(ctx).config()
     if model is not None and via is not Via.local:

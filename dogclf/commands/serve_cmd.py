@@ -105,18 +105,19 @@ def serve(
     import os
     import time
 
-    from dogclf.cli import state
+    from dogclf.commands.context import state
     from dogclf.errors import DogclfError, require_extra
 
     require_extra("torch", "torch", "serve")
     cfg = state(ctx).config()
     from dogclf import render
-    from dogclf.serving import model_files
+    from dogclf.aws.model_source import is_remote, open_model_dir
+    from dogclf.model.artifact import load_errors, local_model_path
 
-    if not model_files.is_remote(model):
-        model_files.local_model_path(model)  # fail now, before binding the port
+    if not is_remote(model):
+        local_model_path(model)  # fail now, before binding the port
 
-    from dogclf.serving.inference import Limits
+    from dogclf.model.inference import Limits
     from dogclf.serving.server import InferenceService, ModelServer
 
     s = cfg.serving
@@ -149,8 +150,8 @@ def serve(
         render.note(f"Listening on {server.url} (/ping answers 503 until the model is loaded)")
         try:
             with (
-                model_files.open_model_dir(model, cfg) as model_dir,
-                model_files.load_errors(model),
+                open_model_dir(model, cfg) as model_dir,
+                load_errors(model),
             ):
                 classifier = service.load(model_dir)
             stop.loaded = True

@@ -37,7 +37,7 @@ config_app = typer.Typer(help="Check and show the configuration in effect.", no_
 def validate(ctx: typer.Context) -> None:
     """Validate dogclf.toml plus DOGCLF_* overrides; exit 1 naming each bad field."""
     from dogclf import render
-    from dogclf.cli import state
+    from dogclf.commands.context import state
 
     cfg = state(ctx).config()
     render.success(f"config is valid (project {cfg.project}, stage {cfg.stage})")
@@ -47,7 +47,7 @@ def validate(ctx: typer.Context) -> None:
 def show(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """Print the resolved configuration and the AWS resource names derived from it."""
     from dogclf import render
-    from dogclf.cli import state
+    from dogclf.commands.context import state
     from dogclf.config import config_as_dict
 
     data = config_as_dict(state(ctx).config())

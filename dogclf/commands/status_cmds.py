@@ -16,7 +16,7 @@ def status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     from dogclf.aws.inventory import describe_all
     from dogclf.aws.pricing import load_prices
     from dogclf.aws.session import AwsContext
-    from dogclf.cli import state
+    from dogclf.commands.context import state
 
     cfg = state(ctx).config()
     aws = AwsContext.from_config(cfg)
@@ -77,12 +77,11 @@ def teardown(
 ) -> None:
     """Delete this project/stage's resources in dependency order; safe to run twice."""
     from dogclf import render
-    from dogclf.aws.cli_support import show_plan
     from dogclf.aws.session import AwsContext
     from dogclf.aws.teardown import leftovers, plan_teardown, tagged_leftovers
-    from dogclf.cli import state
+    from dogclf.commands.context import state
+    from dogclf.commands.plans import apply_plan, show_plan
     from dogclf.errors import DogclfError
-    from dogclf.plan import apply_plan
 
     cfg = state(ctx).config()
     aws = AwsContext.from_config(cfg)

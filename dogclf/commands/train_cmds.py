@@ -41,7 +41,7 @@ def train_sagemaker(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train on SageMaker (the training core as the PyTorch container's entry point)."""
-    from dogclf.cli import state
+    from dogclf.commands.context import state
     from dogclf.errors import DogclfError
 
     cfg = state(ctx).config()
@@ -75,9 +75,8 @@ def train_sagemaker(
 def _prepare(cfg: Any, title: str) -> tuple[Any, Any, str, str, str]:
     """Checks and the code bundle step shared by a job and a tuning job."""
     from dogclf import render
-    from dogclf.aws.cli_support import require_role
     from dogclf.aws.images import training_image
-    from dogclf.aws.session import AwsContext
+    from dogclf.aws.session import AwsContext, require_role
     from dogclf.aws.training_jobs import check_data, plan_source
     from dogclf.plan import Plan
 
@@ -94,8 +93,8 @@ def _prepare(cfg: Any, title: str) -> tuple[Any, Any, str, str, str]:
 def _train(cfg: Any, *, wait: bool, poll: float, dry_run: bool, as_json: bool) -> None:
     from dogclf import render
     from dogclf.aws import training_jobs as tj
-    from dogclf.aws.cli_support import show_plan
-    from dogclf.plan import Action, apply_plan
+    from dogclf.commands.plans import apply_plan, show_plan
+    from dogclf.plan import Action
 
     aws, plan, role, image, source_uri = _prepare(cfg, "train-sagemaker")
     name = cfg.names.training_job(tj.job_stamp())
@@ -183,8 +182,8 @@ def _tune(cfg: Any, *, wait: bool, poll: float, dry_run: bool, as_json: bool) ->
     from dogclf import render
     from dogclf.aws import training_jobs as tj
     from dogclf.aws import tuning_jobs as hpo
-    from dogclf.aws.cli_support import show_plan
-    from dogclf.plan import Action, apply_plan
+    from dogclf.commands.plans import apply_plan, show_plan
+    from dogclf.plan import Action
 
     aws, plan, role, image, source_uri = _prepare(cfg, "train-sagemaker --tune")
     name = cfg.names.tuning_job(hpo.tuning_stamp())
@@ -242,7 +241,8 @@ def _train_local(
 ) -> None:
     from dogclf import render
     from dogclf.aws import training_jobs as tj
-    from dogclf.plan import Action, Plan, render_plan
+    from dogclf.commands.plans import render_plan
+    from dogclf.plan import Action, Plan
 
     name = f"local-{tj.job_stamp()}"
     root = data or cfg.data.local_dir

@@ -164,7 +164,7 @@ class EpochProgress:
         self.log.close()
 
     def line(self, text: str) -> None:
-        from dogclf.training.metrics import EPOCH_LINE, parse_metrics
+        from dogclf.model.metrics import EPOCH_LINE, parse_metrics
 
         self.log.write(text + "\n")
         self.log.flush()
@@ -199,7 +199,7 @@ def _train_torchrun(
     import json
 
     from dogclf.errors import ResourceFailedError
-    from dogclf.training.params import ENTRY_MODULE
+    from dogclf.model.hyperparameters import ENTRY_MODULE
 
     command = [
         sys.executable,
@@ -274,9 +274,10 @@ def train_ec2(
     """Train on this host with the shared training core; upload model.tar.gz and point
     `latest` at it."""
     from dogclf import render
-    from dogclf.cli import state
+    from dogclf.commands.context import state
+    from dogclf.commands.plans import apply_plan, render_plan
     from dogclf.errors import ConfigError, DogclfError, require_extra
-    from dogclf.plan import Action, Plan, apply_plan, render_plan
+    from dogclf.plan import Action, Plan
 
     cfg = state(ctx).config()
     if device not in ("auto", "cpu", "cuda"):
@@ -429,7 +430,7 @@ def _hps_summary(training: Any) -> str:
 def _run_training(
     training: Any, data_dir: Path, run_dir: Path, device: str, nproc: int
 ) -> dict[str, Any]:
-    from dogclf.training.params import hyperparameters_from_config
+    from dogclf.model.hyperparameters import hyperparameters_from_config
 
     model_dir = run_dir / "model"
     argv: list[str] = []

@@ -38,14 +38,14 @@ def upload(
     from rich.filesize import decimal
 
     from dogclf import render
-    from dogclf.aws.cli_support import show_plan
-    from dogclf.aws.layout import check_layout
     from dogclf.aws.s3 import plan_bucket
     from dogclf.aws.s3_sync import PartSizes, SyncPlan, local_files, plan_sync, run_sync
     from dogclf.aws.session import AwsContext
-    from dogclf.cli import state
+    from dogclf.commands.context import state
+    from dogclf.commands.plans import apply_plan, show_plan
     from dogclf.errors import ConfigError, DatasetError
-    from dogclf.plan import Action, Plan, apply_plan
+    from dogclf.model.dataset_check import check_layout
+    from dogclf.plan import Action, Plan
 
     cfg = state(ctx).config()
     root = data_dir or cfg.data.local_dir

@@ -220,7 +220,7 @@ def isolated_environ() -> contextlib.AbstractContextManager[None]:
 
 def accuracy(results: list[dict[str, Any]]) -> tuple[float, list[str]]:
     """Top-1 accuracy against the breed in each image's folder name; also the top-1 labels."""
-    from dogclf.training.data import breed_name
+    from dogclf.model.dataset import breed_name
 
     labels = []
     hits = 0

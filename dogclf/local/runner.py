@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from dogclf.errors import DogclfError, ResourceFailedError, require_extra
-from dogclf.training.params import ENTRY_MODULE, hyperparameters_from_config
+from dogclf.model.hyperparameters import ENTRY_MODULE, hyperparameters_from_config
 
 if TYPE_CHECKING:
     from dogclf.config import DogclfConfig
@@ -334,7 +334,7 @@ def run_job(
 ) -> LocalJobResult:
     """Run one job's processes (one per emulated host) and pack its model; see run_local_job."""
     require_extra("torch", "torch", "train-sagemaker --local")
-    from dogclf.training.artifact import pack_model_dir
+    from dogclf.model.artifact import pack_model_dir
 
     if spec.instance_count < 1:
         raise DogclfError(f"instance_count must be >= 1, got {spec.instance_count}")

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import torch
 
-from dogclf.serving import inference
+from dogclf.model import inference
 from dogclf.serving.batching import DynamicBatcher
 
 RUNTIME_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")

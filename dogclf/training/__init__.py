@@ -1,2 +1,2 @@
-"""The training core (torch only). Keep this file empty of imports: `dogclf.training.metrics`
-is read by the control plane on hosts without torch."""
+"""The training core (torch). Its contracts with the control plane (hyperparameter names,
+metric lines) are torch-free and live in dogclf/model/."""

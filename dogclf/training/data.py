@@ -10,7 +10,6 @@ a marker, and the training process reports the path and skips it (or stops, by f
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from dogclf.errors import DatasetError
-from dogclf.serving.preprocess import (
+from dogclf.model.dataset import IMAGE_SUFFIXES, SPLITS, breed_name, class_folders, image_files
+from dogclf.model.preprocess import (
     ImageDecodeError,
     eval_transform,
     load_image_file,
@@ -28,28 +28,11 @@ from dogclf.serving.preprocess import (
     train_transform,
 )
 
-SPLITS = ("train", "valid", "test")
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-_NUMBER_PREFIX = re.compile(r"^\d+[._-]")
-
 Sample = tuple[str, int]  # (path, class index)
 
 
-def breed_name(folder: str) -> str:
-    """`001.Affenpinscher` -> `Affenpinscher` (a folder without a number keeps its name)."""
-    return _NUMBER_PREFIX.sub("", folder, count=1)
-
-
-def class_folders(split_dir: Path) -> list[str]:
-    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 def _list_images(folder: Path) -> list[str]:
-    return sorted(
-        str(p)
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
-    )
+    return [str(p) for p in image_files(folder)]
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dogclf.training.models import cpu_has_native_bf16  # shared with serving
+from dogclf.model.network import cpu_has_native_bf16  # shared with serving
 
 
 def head_attribute(arch: str) -> str:

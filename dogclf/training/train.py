@@ -11,7 +11,7 @@ JSON in SM_HPS; explicit arguments win.
 One epoch: train (shuffled, augmented), evaluate on valid, checkpoint, early-stop check.
 At the end the best epoch's weights (by valid accuracy) are evaluated on test and written
 as the model artifact. Metric lines (`valid_accuracy=0.812300;`) are what SageMaker's
-MetricDefinitions parse; see dogclf/training/metrics.py.
+MetricDefinitions parse; see dogclf/model/metrics.py.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dogclf.errors import DatasetError, DogclfError
-from dogclf.training.metrics import format_metric
-from dogclf.training.params import HYPERPARAMETER_FIELDS
+from dogclf.model.hyperparameters import HYPERPARAMETER_FIELDS
+from dogclf.model.metrics import format_metric
 
 if TYPE_CHECKING:  # torch stays a lazy import: the parser works without it
     import torch
@@ -357,11 +357,11 @@ class TrainingRun:
         """
         import torch
 
+        from dogclf.model.network import ARCHS
         from dogclf.training import checkpoint as ckpt
         from dogclf.training import data as data_mod
         from dogclf.training.engine import StepConfig
         from dogclf.training.frozen import backbone_autocast_dtype
-        from dogclf.training.models import ARCHS
 
         args, info, device = self.args, self.info, self.device
         if args.arch not in ARCHS:
@@ -606,8 +606,8 @@ class TrainingRun:
         return nn.CrossEntropyLoss(label_smoothing=self.args.label_smoothing)
 
     def build_model(self, num_classes: int) -> Any:
+        from dogclf.model.network import PretrainedWeightsError, build_model
         from dogclf.training import distributed
-        from dogclf.training.models import PretrainedWeightsError, build_model
 
         def build() -> Any:
             try:
@@ -696,7 +696,7 @@ class TrainingRun:
             self.log(format_metric(name, record[name]))
 
     def write_artifact(self, model: Any, labels: list[str], metrics: dict[str, Any]) -> Path | None:
-        from dogclf.training.artifact import pack_model_dir, write_model_dir
+        from dogclf.model.artifact import pack_model_dir, write_model_dir
 
         model_dir = write_model_dir(
             Path(self.args.model_dir),

@@ -3,7 +3,7 @@
 NO TORCH HERE: the control plane builds training and tuning jobs with this on hosts without
 torch. Keys are the entry point's option names without `--` (`batch-size`), values are
 strings (SageMaker passes every hyperparameter as a string; booleans as "true"/"false").
-`tests/test_training_params.py` checks the entry point's parser accepts every key.
+`tests/test_hyperparameters.py` checks the entry point's parser accepts every key.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """The model directory and `model.tar.gz` (the SageMaker PyTorch layout, see
 docs/architecture.md "The model artifact"): weights, labels, metrics and the serving code,
-so the PyTorch inference container (or `dogclf serve`) can load it as is."""
+so the PyTorch inference container (or `dogclf serve`) can load it as is.
+
+torch is imported only where weights are written: unpacking and checking a model is not.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +11,31 @@ import json
 import os
 import shutil
 import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+from dogclf.errors import DogclfError
 
-MODEL_FORMAT_VERSION = 1
-_PACKAGE = Path(__file__).resolve().parents[1]  # dogclf/
-# code/<name> <- dogclf/<source>; inference.py is optional until serving ships it.
-CODE_FILES = {
-    "inference.py": _PACKAGE / "serving" / "inference.py",
-    "preprocess.py": _PACKAGE / "serving" / "preprocess.py",
-    "models.py": _PACKAGE / "training" / "models.py",
-}
+if TYPE_CHECKING:
+    from torch import nn
+
+_MODEL = Path(__file__).resolve().parent  # dogclf/model/
+# code/<name> <- dogclf/model/<name>: the standalone files the container imports.
+CODE_FILES = ("inference.py", "preprocess.py", "network.py", "archs.py")
 REQUIREMENTS = (
     "# torch, torchvision and Pillow come with the SageMaker PyTorch inference container;\n"
     "# code/*.py needs nothing else, so the endpoint installs nothing at start-up.\n"
 )
+REQUIRED = ("model.pt", "labels.json")
+MODEL_HINT = "pass a model.tar.gz, its extracted folder, an s3:// URI, or `latest`"
 
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain network inside DistributedDataParallel / torch.compile wrappers."""
+    from torch import nn
+
     while True:
         inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
         if not isinstance(inner, nn.Module):
@@ -50,6 +56,10 @@ def write_model_dir(
     """model.pt, labels.json, metrics.json and code/ into `model_dir` (created if needed)."""
     if len(labels) != num_classes:
         raise ValueError(f"{len(labels)} labels for {num_classes} classes")
+    import torch
+
+    from dogclf.model.inference import MODEL_FORMAT_VERSION
+
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     state_dict = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
@@ -69,9 +79,8 @@ def write_model_dir(
     )
     code = model_dir / "code"
     code.mkdir(exist_ok=True)
-    for name, source in CODE_FILES.items():
-        if source.is_file():
-            shutil.copyfile(source, code / name)
+    for name in CODE_FILES:
+        shutil.copyfile(_MODEL / name, code / name)
     (code / "requirements.txt").write_text(REQUIREMENTS, encoding="utf-8")
     return model_dir
 
@@ -91,3 +100,53 @@ def pack_model_dir(model_dir: Path, tar_path: Path) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return tar_path
+
+
+def check_model_dir(path: Path) -> Path:
+    missing = [name for name in REQUIRED if not (path / name).is_file()]
+    if missing:
+        raise DogclfError(
+            f"{path} is not a model directory: {', '.join(missing)} missing", MODEL_HINT
+        )
+    return path
+
+
+def extract_model_tar(tar_path: Path, dest: Path) -> Path:
+    """Unpack model.tar.gz into dest, refusing links and paths outside dest.
+
+    Read as a stream ("r|*"), so a pipe works as well as a file.
+    """
+    try:
+        with tarfile.open(tar_path, "r|*") as archive:
+            archive.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DogclfError(
+            f"cannot unpack {tar_path}: {exc}",
+            "it should be the model.tar.gz written by `dogclf train-*`",
+        ) from None
+    return check_model_dir(dest)
+
+
+def local_model_path(spec: str) -> Path:
+    """Check a local MODEL argument before anything slow starts."""
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise DogclfError(f"model {spec} does not exist", MODEL_HINT)
+    if path.is_dir():
+        check_model_dir(path)
+    return path
+
+
+@contextmanager
+def load_errors(spec: str) -> Iterator[None]:
+    """A model that is there but does not load (a corrupt model.pt, labels that do not match
+    the weights, another format version) becomes one error line naming it, not a traceback."""
+    try:
+        yield
+    except DogclfError:
+        raise
+    except Exception as exc:  # torch.load and the network builder raise many kinds
+        raise DogclfError(
+            f"cannot load the model {spec}: {type(exc).__name__}: {exc}",
+            "it should be the model.tar.gz written by `dogclf train-*` with this dogclf version",
+        ) from None

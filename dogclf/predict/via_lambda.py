@@ -17,7 +17,7 @@ import botocore.exceptions
 
 from dogclf.aws.session import AwsContext, aws_errors, is_not_found
 from dogclf.errors import AwsError, DogclfError
-from dogclf.serving.predictors import (
+from dogclf.predict.base import (
     InputRejected,
     Prediction,
     PredictOptions,

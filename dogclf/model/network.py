@@ -1,7 +1,7 @@
 """Networks by name: torchvision classifiers with a new head, plus a test-sized CNN.
 
-STANDALONE FILE: copied into model.tar.gz as `code/models.py` so `code/inference.py` can
-rebuild the network inside the SageMaker container; stdlib, torch and torchvision only.
+STANDALONE FILE: copied into model.tar.gz as `code/network.py` so `code/inference.py` can
+rebuild the network inside the SageMaker container; stdlib, torch, torchvision and its sibling `archs` only.
 """
 
 from __future__ import annotations
@@ -14,19 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-TORCHVISION_ARCHS = (
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "efficientnet_b0",
-    "efficientnet_b1",
-    "mobilenet_v3_small",
-    "mobilenet_v3_large",
-    "convnext_tiny",
-)
-ARCHS = (*TORCHVISION_ARCHS, "tiny_cnn")
-
+try:  # inside the package
+    from dogclf.model.archs import ARCHS
+except ImportError:  # inside the container: code/ is on sys.path, dogclf is not
+    from archs import ARCHS  # type: ignore[no-redef]
 
 # torch.hub downloads without a timeout: on a network that drops packets that would hang.
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -88,7 +79,7 @@ def head_parameters(model: nn.Module, arch: str) -> list[nn.Parameter]:
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware; without it bf16 is emulated and slower.
 
-    Here (not in training/) because code/inference.py needs it inside the container too."""
+    Here because code/inference.py needs it inside the container too."""
     cpu: Any = torch.cpu  # private probes (torch >= 2.3), absent on some builds
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     try:

@@ -1,7 +1,7 @@
 """SageMaker PyTorch inference handlers, and the request/model pieces `dogclf serve` shares.
 
 STANDALONE FILE: the training core copies it into model.tar.gz as `code/inference.py`,
-beside `code/preprocess.py` and `code/models.py`. Inside the SageMaker PyTorch inference
+beside `code/preprocess.py` and `code/network.py`. Inside the SageMaker PyTorch inference
 container `dogclf` is not installed, so this file imports only the standard library, torch
 and those two siblings (as top-level modules there, from the package here).
 
@@ -34,10 +34,9 @@ from typing import Any
 import torch
 
 try:  # inside the package
-    from dogclf.serving import preprocess
-    from dogclf.training import models
+    from dogclf.model import network, preprocess
 except ImportError:  # inside the container: code/ is on sys.path, dogclf is not
-    import models  # type: ignore[no-redef]
+    import network  # type: ignore[no-redef]
     import preprocess  # type: ignore[no-redef]
 
 MODEL_FORMAT_VERSION = 1
@@ -282,7 +281,7 @@ def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision == "bf16" or (
-        precision == "auto" and device.type == "cpu" and models.cpu_has_native_bf16()
+        precision == "auto" and device.type == "cpu" and network.cpu_has_native_bf16()
     ):
         return torch.bfloat16
     return torch.float32
@@ -431,7 +430,7 @@ def load_classifier(
         raise ValueError(f"{labels_file} must list {num_classes} labels")
     device = device or pick_device()
     dtype = pick_dtype(device, precision)
-    net = models.build_model(str(checkpoint["arch"]), num_classes, pretrained=False)
+    net = network.build_model(str(checkpoint["arch"]), num_classes, pretrained=False)
     net.load_state_dict(checkpoint["state_dict"])
     # channels_last lets oneDNN (CPU) and cuDNN pick their fastest convolution kernels.
     net = net.eval().to(device, dtype, memory_format=torch.channels_last)  # type: ignore[call-overload]

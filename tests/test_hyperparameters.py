@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dogclf.config import TrainingSection
-from dogclf.training.params import hyperparameters_from_config
+from dogclf.model.hyperparameters import hyperparameters_from_config
 from dogclf.training.train import hps_to_argv, parse_args
 
 

@@ -1,24 +1,26 @@
 """The pre-flight check `upload` runs on a dogImages folder before a byte leaves the machine.
 
-Layout: DATA_DIR/{train,valid,test}/NNN.Breed_name/*.jpg, the same classes in each split.
-Stdlib only; Pillow (the `torch` extra) decodes each image when installed, otherwise the
-file signatures are checked. It lives beside the S3 sync because upload is its only user.
+Layout: model/dataset.py, the same classes in each split. Stdlib only; Pillow (the `torch`
+extra) decodes each image when installed, otherwise the file signatures are checked.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dogclf.errors import DatasetError
+from dogclf.model.dataset import (
+    SPLITS,
+    class_folders,
+    has_image_signature,
+    is_hidden,
+    is_image_name,
+    is_numbered,
+)
 
-SPLITS = ("train", "valid", "test")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-CLASS_FOLDER = re.compile(r"^\d{3}\.[A-Za-z0-9_'-]+$")
-SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
 MAX_LISTED = 8  # problems of one kind shown before "... and N more"
 
 
@@ -52,8 +54,8 @@ def _listing(kind: str, items: list[str]) -> str:
 
 def _signature_ok(path: Path) -> str | None:
     with path.open("rb") as fh:
-        head = fh.read(8)
-    return None if head.startswith(SIGNATURES) else "not a JPEG or PNG file"
+        head = fh.read(12)
+    return None if has_image_signature(head) else "not an image file of an accepted format"
 
 
 def _decoder() -> Callable[[Path], str | None] | None:
@@ -90,21 +92,23 @@ def check_layout(root: Path, *, decode_images: bool = True, workers: int = 8) ->
         if not folder.is_dir():
             continue
         per_class: dict[str, int] = {}
+        classes = set(class_folders(folder))
         for entry in sorted(folder.iterdir()):
-            if entry.name.startswith("."):
+            if is_hidden(entry):
                 continue
-            if not entry.is_dir():
+            if entry.name not in classes:
                 skipped.append(str(entry.relative_to(root)))
                 continue
-            if not CLASS_FOLDER.match(entry.name):
+            if not is_numbered(entry.name):
                 report.warnings.append(
-                    f"{split}/{entry.name}: class folders are usually NNN.Breed_name"
+                    f"{split}/{entry.name}: class folders are usually NNN.Breed_name "
+                    "(the label is the folder name)"
                 )
             images = []
             for file in sorted(entry.rglob("*")):
-                if file.is_dir() or file.name.startswith("."):
+                if file.is_dir() or is_hidden(file):
                     continue
-                if file.suffix.lower() in IMAGE_SUFFIXES:
+                if is_image_name(file):
                     images.append(file)
                 else:
                     skipped.append(str(file.relative_to(root)))
