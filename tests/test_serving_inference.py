@@ -104,7 +104,7 @@ print(json.dumps({
     "device": str(model.device),
     "dogclf_modules": sorted(m for m in sys.modules if m.split(".")[0] == "dogclf"),
     "code_modules": sorted(
-        m for m in ("inference", "preprocess", "models")
+        m for m in ("inference", "preprocess", "network", "archs")
         if getattr(sys.modules.get(m), "__file__", "").startswith(os.path.join(model_dir, "code"))
     ),
 }))
@@ -133,7 +133,7 @@ def test_container_handlers_run_from_the_tarball_without_dogclf(
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     assert out["dogclf_modules"] == []
-    assert out["code_modules"] == ["inference", "models", "preprocess"]
+    assert out["code_modules"] == ["archs", "inference", "network", "preprocess"]
     assert out["training"] is False and out["device"] == "cpu"
     assert out["content_type"] == "application/json"
 

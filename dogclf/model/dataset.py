@@ -3,7 +3,8 @@
 `DATA_DIR/{train,valid,test}/<class folder>/**/<image>`: a class folder is any folder that
 does not start with "."; its breed name is the folder name without a leading number and
 separator (`001.Affenpinscher`, `1-Beagle`, `12_Pug` -> `Affenpinscher`, `Beagle`, `Pug`);
-an image is a file with one of IMAGE_SUFFIXES (any case) whose name does not start with ".".
+an image is a file with one of IMAGE_SUFFIXES (any case) with no "." at the start of its
+name or of a folder between it and the class folder (`.ipynb_checkpoints/` is skipped).
 Stdlib only: the deploy-only install checks datasets without torch.
 """
 
@@ -47,6 +48,15 @@ def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(path)
 
 
+def visible_files(folder: Path) -> list[Path]:
+    """Every file below `folder` with no hidden part in its path below it, sorted."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if not any(part.startswith(".") for part in p.relative_to(folder).parts) and p.is_file()
+    )
+
+
 def has_image_signature(head: bytes) -> bool:
     """Whether the first bytes of a file are those of an accepted format."""
     webp = head[:4] == b"RIFF" and head[8:12] == b"WEBP"
@@ -60,4 +70,4 @@ def class_folders(split_dir: Path) -> list[str]:
 
 def image_files(folder: Path) -> list[Path]:
     """Every image below `folder` (recursively), sorted."""
-    return sorted(p for p in folder.rglob("*") if is_image_name(p) and p.is_file())
+    return [p for p in visible_files(folder) if is_image_name(p)]

@@ -19,6 +19,7 @@ from dogclf.model.dataset import (
     is_hidden,
     is_image_name,
     is_numbered,
+    visible_files,
 )
 
 MAX_LISTED = 8  # problems of one kind shown before "... and N more"
@@ -105,9 +106,7 @@ def check_layout(root: Path, *, decode_images: bool = True, workers: int = 8) ->
                     "(the label is the folder name)"
                 )
             images = []
-            for file in sorted(entry.rglob("*")):
-                if file.is_dir() or is_hidden(file):
-                    continue
+            for file in visible_files(entry):
                 if is_image_name(file):
                     images.append(file)
                 else:
