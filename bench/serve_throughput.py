@@ -35,6 +35,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from machine import load, torch_line
+
 FORWARD_TARGET = 0.85
 BASELINE_TARGET = 1.6
 
@@ -319,13 +321,9 @@ def main() -> int:
         baseline_server(Path(args.baseline_server[0]), int(args.baseline_server[1]))
         return 0
 
-    import torch
-
     print(
         f"{args.arch}, {args.images} JPEGs of 300-700 px, {args.clients} clients, "
-        f"{args.rounds} rounds x {args.requests} requests; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-        f"load average {os.getloadavg()[0]:.2f} at start",
+        f"{args.rounds} rounds x {args.requests} requests; {torch_line()}",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="dogclf-bench-") as tmp:
@@ -373,7 +371,7 @@ def main() -> int:
                 print(
                     f"  round {r + 1}: forward-only {forward[-1]:.2f}/s, serve "
                     f"{serve[-1]['images_per_s']:.2f}/s, baseline {base[-1]['images_per_s']:.2f}/s, "
-                    f"load average {os.getloadavg()[0]:.2f}",
+                    f"load average {load()}",
                     flush=True,
                 )
             stats = get_stats(serve_port)
@@ -411,7 +409,7 @@ def main() -> int:
         f"serve / baseline     : {vs_base:.2f}x (target >= {BASELINE_TARGET}) {'OK' if ok_b else 'BELOW TARGET'}"
     )
     print(
-        f"load average at end  : {os.getloadavg()[0]:.2f} (this bench's own threads included; "
+        f"load average at end  : {load()} (this bench's own threads included; "
         "the figure at start tells whether other work ran beside it)"
     )
     failures = s["failures"] + b["failures"]

@@ -24,7 +24,6 @@ Run: python bench/train_throughput.py [--rounds 5] [--batches 2] [--batch-size 6
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -33,6 +32,8 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
+
+from machine import load, torch_line
 
 TARGET_RATIO = 2.0
 CLASSES = 16  # the breeds make_dataset can draw; the baseline's head still has 133 outputs
@@ -63,7 +64,7 @@ def make_data(root: Path, train_images: int) -> Path:
 def core_argv(data: Path, out: Path, args: argparse.Namespace) -> list[str]:
     """The default [training] config as a SageMaker job would pass it, minus the download."""
     from dogclf.config import TrainingSection
-    from dogclf.model.hyperparameters import hyperparameters_from_config
+    from dogclf.model.hyperparameters import hyperparameters_argv, hyperparameters_from_config
 
     hps = hyperparameters_from_config(TrainingSection())
     hps.update({"pretrained": "false", "batch-size": str(args.batch_size)})
@@ -73,9 +74,8 @@ def core_argv(data: Path, out: Path, args: argparse.Namespace) -> list[str]:
         hps["num-workers"] = str(args.num_workers)
     if args.compile:
         hps["compile"] = "true"
-    argv = [token for key, value in hps.items() for token in (f"--{key}", value)]
     return [
-        *argv,
+        *hyperparameters_argv(hps),
         *("--data-dir", str(data), "--model-dir", str(out / "model")),
         *("--checkpoint-dir", str(out / "checkpoints"), "--print-freq", "0"),
     ]
@@ -109,10 +109,10 @@ class Core:
         return train_one_epoch(
             p.train_module,
             self.run.criterion,
-            p.optimizer,
+            p.parts.optimizer,
             islice(self.batches_left, count),
             p.step,
-            scaler=p.scaler,
+            scaler=p.parts.scaler,
             on_bad=self.run.on_bad,
         )
 
@@ -182,10 +182,6 @@ class Baseline:
 # ---------------------------------------------------------------- main
 
 
-def load() -> str:
-    return f"{os.getloadavg()[0]:.2f}"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5, help="alternating measurement rounds")
@@ -211,8 +207,7 @@ def main() -> int:
     print(
         f"resnet50, frozen backbone, batch {args.batch_size}, {args.rounds} rounds x "
         f"{images} timed images per side, after {args.warmup} warm-up batches; {hardware}; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-        f"load average {load()} at start",
+        f"{torch_line()}",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="dogclf-bench-") as tmp:

@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from dogclf import __version__
-from dogclf.commands.context import State, debug_on
+from dogclf.commands.context import RAISE_ERRORS, State, debug_on
 from dogclf.errors import DogclfError
 
 
@@ -25,10 +25,13 @@ class DogclfGroup(TyperGroup):
     """Turns DogclfError (and any other failure) into one red `Error:` line and exit 1.
 
     Living in the group rather than in main() means CliRunner tests see the same behaviour
-    as the installed console script. Usage errors keep Typer's exit code 2.
+    as the installed console script. Usage errors keep Typer's exit code 2. A caller that
+    runs commands in-process and reports errors itself sets ctx.meta[RAISE_ERRORS].
     """
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        if ctx.meta.get(RAISE_ERRORS):
+            return super().invoke(ctx)
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, TyperException):

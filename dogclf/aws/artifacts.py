@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from dogclf.aws.session import AwsContext, aws_errors, get_or_none
 from dogclf.errors import ConfigError, NotFoundError
+from dogclf.plan import Action, Plan
 
 if TYPE_CHECKING:
     from dogclf.config import DogclfConfig
@@ -41,10 +43,6 @@ class LatestModel:
 
 def latest_pointer_uri(cfg: DogclfConfig) -> str:
     return cfg.s3_prefix("models", "latest.json")
-
-
-def models_prefix(cfg: DogclfConfig) -> str:
-    return cfg.s3_prefix("models")
 
 
 def write_latest(ctx: AwsContext, cfg: DogclfConfig, latest: LatestModel) -> str:
@@ -104,3 +102,63 @@ def download_file(ctx: AwsContext, uri: str, path: Path) -> Path:
     with aws_errors(f"download {uri}"):
         ctx.client("s3").download_file(bucket, key, str(path))
     return path
+
+
+def publish_model(
+    ctx: AwsContext,
+    cfg: DogclfConfig,
+    model_uri: str,
+    *,
+    source: str,
+    metrics: dict[str, Any],
+    tarball: Path | None = None,
+) -> LatestModel:
+    """Make `model_uri` the model `deploy` and `serve latest` mean: upload `tarball` there
+    first when given (a SageMaker job has uploaded its own), then move the latest pointer."""
+    if tarball is not None:
+        upload_file(ctx, tarball, model_uri)
+    latest = LatestModel(model_data=model_uri, source=source, metrics=metrics)
+    write_latest(ctx, cfg, latest)
+    return latest
+
+
+def plan_publish(
+    plan: Plan,
+    ctx: AwsContext,
+    cfg: DogclfConfig,
+    *,
+    tarball: Path,
+    model_uri: str,
+    source: str,
+    label: str,
+    metrics: Callable[[], dict[str, Any]],
+    reuse: bool,
+) -> None:
+    """publish_model as two plan steps, the upload and the pointer, each a no-op when S3
+    already has it. `reuse`: `tarball` is the one an earlier run made (not rebuilt now), so
+    an object of its size is that upload; `metrics` is read when the pointer step runs."""
+    bucket, key = parse_s3_uri(model_uri)
+    head = get_or_none(f"check {model_uri}", ctx.client("s3").head_object, Bucket=bucket, Key=key)
+    same = reuse and head is not None and int(head["ContentLength"]) == tarball.stat().st_size
+    if same:
+        plan.add(Action.NOOP, "s3 object", model_uri, "model.tar.gz already uploaded")
+    else:
+        plan.add(
+            Action.UPDATE if head is not None else Action.CREATE,
+            "s3 object",
+            model_uri,
+            "upload model.tar.gz",
+            lambda: upload_file(ctx, tarball, model_uri),
+        )
+    pointer = latest_pointer_uri(cfg)
+    latest = read_latest(ctx, cfg)
+    if latest is not None and latest.model_data == model_uri and same:
+        plan.add(Action.NOOP, "s3 object", pointer, f"latest already points to {label}")
+        return
+    plan.add(
+        Action.UPDATE if latest is not None else Action.CREATE,
+        "s3 object",
+        pointer,
+        f"point latest at {label}",
+        lambda: publish_model(ctx, cfg, model_uri, source=source, metrics=metrics()).model_data,
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dogclf.aws.session import AwsContext, aws_errors, call, get_or_none
+from dogclf.aws.session import AwsContext, aws_errors, call, delete_step
 from dogclf.errors import NotFoundError
 from dogclf.plan import Action, Plan, Step
 
@@ -25,6 +25,15 @@ METRIC = "SageMakerVariantInvocationsPerInstance"
 
 def resource_id(cfg: DogclfConfig) -> str:
     return cfg.names.scalable_resource_id(cfg.endpoint.variant_name)
+
+
+def _dimension(cfg: DogclfConfig) -> dict[str, Any]:
+    """What every Application Auto Scaling call names: the variant's instance count."""
+    return {
+        "ServiceNamespace": NAMESPACE,
+        "ResourceId": resource_id(cfg),
+        "ScalableDimension": DIMENSION,
+    }
 
 
 def policy_configuration(cfg: DogclfConfig) -> dict[str, Any]:
@@ -49,10 +58,7 @@ def current_target(ctx: AwsContext, cfg: DogclfConfig) -> dict[str, Any] | None:
 def current_policy(ctx: AwsContext, cfg: DogclfConfig) -> dict[str, Any] | None:
     with aws_errors("describe the endpoint's scaling policy"):
         found = ctx.client("application-autoscaling").describe_scaling_policies(
-            ServiceNamespace=NAMESPACE,
-            ResourceId=resource_id(cfg),
-            ScalableDimension=DIMENSION,
-            PolicyNames=[cfg.names.scaling_policy],
+            PolicyNames=[cfg.names.scaling_policy], **_dimension(cfg)
         )["ScalingPolicies"]
     return found[0] if found else None
 
@@ -74,9 +80,7 @@ def _policy_differences(current: dict[str, Any], wanted: dict[str, Any]) -> list
 def register_target(ctx: AwsContext, cfg: DogclfConfig, *, with_tags: bool) -> Any:
     a, rid = cfg.autoscaling, resource_id(cfg)
     kwargs: dict[str, Any] = {
-        "ServiceNamespace": NAMESPACE,
-        "ResourceId": rid,
-        "ScalableDimension": DIMENSION,
+        **_dimension(cfg),
         "MinCapacity": a.min_instances,
         "MaxCapacity": a.max_instances,
     }
@@ -94,10 +98,8 @@ def put_policy(ctx: AwsContext, cfg: DogclfConfig) -> Any:
         f"put scaling policy {cfg.names.scaling_policy}",
         ctx.client("application-autoscaling").put_scaling_policy,
         PolicyName=cfg.names.scaling_policy,
-        ServiceNamespace=NAMESPACE,
-        ResourceId=resource_id(cfg),
-        ScalableDimension=DIMENSION,
         PolicyType="TargetTrackingScaling",
+        **_dimension(cfg),
         TargetTrackingScalingPolicyConfiguration=policy_configuration(cfg),
     )
 
@@ -178,41 +180,26 @@ def resume(ctx: AwsContext, cfg: DogclfConfig) -> None:
 def delete_steps(ctx: AwsContext, cfg: DogclfConfig) -> list[Step]:
     """Policy, then target (AWS drops a target's policies with it; moto does not)."""
     aas = ctx.client("application-autoscaling")
-    rid = resource_id(cfg)
     steps = []
-    policy = current_policy(ctx, cfg)
-    if policy is not None:
+    if current_policy(ctx, cfg) is not None:
+        policy = cfg.names.scaling_policy
         steps.append(
-            Step(
-                Action.DELETE,
+            delete_step(
                 "scaling policy",
-                cfg.names.scaling_policy,
+                policy,
                 "target tracking on invocations",
-                lambda: get_or_none(
-                    "delete the scaling policy",
-                    aas.delete_scaling_policy,
-                    PolicyName=cfg.names.scaling_policy,
-                    ServiceNamespace=NAMESPACE,
-                    ResourceId=rid,
-                    ScalableDimension=DIMENSION,
-                ),
+                "delete the scaling policy",
+                aas.delete_scaling_policy,
+                PolicyName=policy,
+                **_dimension(cfg),
             )
         )
     target = current_target(ctx, cfg)
     if target is not None:
+        bounds = f"{target['MinCapacity']}..{target['MaxCapacity']} instances"
+        what, deregister = "deregister the scalable target", aas.deregister_scalable_target
+        rid = resource_id(cfg)
         steps.append(
-            Step(
-                Action.DELETE,
-                "scalable target",
-                rid,
-                f"{target['MinCapacity']}..{target['MaxCapacity']} instances",
-                lambda: get_or_none(
-                    "deregister the scalable target",
-                    aas.deregister_scalable_target,
-                    ServiceNamespace=NAMESPACE,
-                    ResourceId=rid,
-                    ScalableDimension=DIMENSION,
-                ),
-            )
+            delete_step("scalable target", rid, bounds, what, deregister, **_dimension(cfg))
         )
     return steps

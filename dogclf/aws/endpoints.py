@@ -16,14 +16,22 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from dogclf import render
 from dogclf.aws import autoscaling
-from dogclf.aws.polling import wait_until
-from dogclf.aws.session import AwsContext, aws_errors, call, get_or_none, tag_list
+from dogclf.aws.polling import Report, ignore, wait_until
+from dogclf.aws.session import (
+    AwsContext,
+    aws_errors,
+    call,
+    delete_step,
+    deleter,
+    get_or_none,
+    tag_list,
+)
 from dogclf.errors import AwsError, ResourceFailedError
-from dogclf.plan import Action, Plan
+from dogclf.plan import Action, Plan, Step
 
 if TYPE_CHECKING:
     from dogclf.config import DogclfConfig
@@ -99,26 +107,72 @@ def describe_endpoint(ctx: AwsContext, name: str) -> dict[str, Any] | None:
     )
 
 
-def list_names(
-    ctx: AwsContext, kind: str, pattern: re.Pattern[str], name_contains: str
-) -> list[str]:
-    """Names of our models ("Models") or endpoint configs ("EndpointConfigs")."""
-    sm = ctx.client("sagemaker")
-    op = {"Models": "list_models", "EndpointConfigs": "list_endpoint_configs"}[kind]
-    key = {"Models": "ModelName", "EndpointConfigs": "EndpointConfigName"}[kind]
+def variant_types(ctx: AwsContext, config_name: str) -> dict[str, str]:
+    """Variant name -> instance type in an endpoint config ({} when it is gone)."""
+    config = get_or_none(
+        f"describe endpoint config {config_name}",
+        ctx.client("sagemaker").describe_endpoint_config,
+        EndpointConfigName=config_name,
+    )
+    return {
+        v["VariantName"]: str(v.get("InstanceType", "?"))
+        for v in (config or {}).get("ProductionVariants", [])
+    }
+
+
+@dataclass(frozen=True)
+class RecordKind:
+    """A SageMaker record a deploy creates under a hashed name: endpoint configs, models."""
+
+    resource: str  # as plans and `status` name it
+    listed: str  # the key of the list call's answer
+    key: str  # the name field, in list answers and the delete call
+    list_op: str
+    delete_op: str
+    prefix: Callable[[DogclfConfig], str]  # this project/stage's names start with it
+
+
+CONFIGS = RecordKind(
+    "endpoint config",
+    "EndpointConfigs",
+    "EndpointConfigName",
+    "list_endpoint_configs",
+    "delete_endpoint_config",
+    lambda cfg: cfg.names.endpoint_config(""),
+)
+MODELS = RecordKind(
+    "sagemaker model",
+    "Models",
+    "ModelName",
+    "list_models",
+    "delete_model",
+    lambda cfg: cfg.names.model(""),
+)
+
+
+def record_names(ctx: AwsContext, cfg: DogclfConfig, kind: RecordKind) -> list[str]:
+    """Names of this project/stage's configs or models (prefix + a 12-digit hash)."""
+    pattern = re.compile(re.escape(kind.prefix(cfg)) + r"[0-9a-f]{12}$")
+    pages = ctx.client("sagemaker").get_paginator(kind.list_op)
     names = []
-    with aws_errors(f"list SageMaker {kind}"):
-        for page in sm.get_paginator(op).paginate(NameContains=name_contains):
-            names += [item[key] for item in page[kind] if pattern.match(item[key])]
+    with aws_errors(f"list SageMaker {kind.listed}"):
+        for page in pages.paginate(NameContains=cfg.names.base):
+            names += [item[kind.key] for item in page[kind.listed] if pattern.match(item[kind.key])]
     return sorted(names)
 
 
-def model_pattern(cfg: DogclfConfig) -> re.Pattern[str]:
-    return re.compile(re.escape(cfg.names.model("")) + r"[0-9a-f]{12}$")
-
-
-def config_pattern(cfg: DogclfConfig) -> re.Pattern[str]:
-    return re.compile(re.escape(cfg.names.endpoint_config("")) + r"[0-9a-f]{12}$")
+def record_delete_steps(
+    ctx: AwsContext, cfg: DogclfConfig, kind: RecordKind, message: str, *, keep: str = ""
+) -> list[Step]:
+    """A delete step for each of the kind's records but `keep` (the one now in use)."""
+    delete = getattr(ctx.client("sagemaker"), kind.delete_op)
+    steps = []
+    for name in record_names(ctx, cfg, kind):
+        if name != keep:
+            by_name: dict[str, Any] = {kind.key: name}
+            what = f"delete {kind.resource} {name}"
+            steps.append(delete_step(kind.resource, name, message, what, delete, **by_name))
+    return steps
 
 
 # ---------------------------------------------------------------- waiting
@@ -131,8 +185,11 @@ def wait_endpoint(
     expect_config: str | None = None,
     poll_interval: float = 30.0,
     timeout: float | None = ENDPOINT_TIMEOUT_S,
+    on_status: Report = ignore,
 ) -> dict[str, Any]:
-    """Until InService (on `expect_config`, if given); Failed -> exit 1 with the reason."""
+    """Until InService (on `expect_config`, if given); Failed -> exit 1 with the reason.
+
+    `on_status` hears each status change: "endpoint NAME: Creating (12 s)"."""
     started = time.monotonic()
     last = [""]
 
@@ -140,7 +197,7 @@ def wait_endpoint(
         status = d["EndpointStatus"]
         if status != last[0]:
             last[0] = status
-            render.note(f"endpoint {name}: {status} ({time.monotonic() - started:.0f} s)")
+            on_status(f"endpoint {name}: {status} ({time.monotonic() - started:.0f} s)")
 
     described = wait_until(
         lambda: call(
@@ -183,88 +240,133 @@ def wait_deleted(ctx: AwsContext, name: str, *, poll_interval: float = 15.0) -> 
     )
 
 
+def delete_endpoint(
+    ctx: AwsContext, name: str, *, deleting: bool = False, poll_interval: float = 15.0
+) -> None:
+    """Delete the endpoint (unless it is already `deleting`) and wait until it is gone."""
+    if not deleting:
+        sm = ctx.client("sagemaker")
+        deleter(f"delete endpoint {name}", sm.delete_endpoint, EndpointName=name)()
+    wait_deleted(ctx, name, poll_interval=poll_interval)
+
+
+def endpoint_delete_steps(ctx: AwsContext, cfg: DogclfConfig) -> list[Step]:
+    """Teardown's step for the endpoint; configs and models go after it."""
+    name = cfg.names.endpoint
+    endpoint = describe_endpoint(ctx, name)
+    if endpoint is None:
+        return []
+    status = endpoint["EndpointStatus"]
+    return [
+        Step(
+            Action.DELETE,
+            "endpoint",
+            name,
+            f"{status}; waits until gone",
+            partial(delete_endpoint, ctx, name, deleting=status == "Deleting"),
+        )
+    ]
+
+
 # ---------------------------------------------------------------- the plan
 
 
-def plan_deploy(
-    plan: Plan, ctx: AwsContext, cfg: DogclfConfig, spec: DeploySpec, *, poll_interval: float
-) -> None:
-    sm = ctx.client("sagemaker")
-    tags = tag_list(cfg)
+@dataclass(frozen=True)
+class DeployWatch:
+    """How an applying deploy waits and what it tells the user (the command passes
+    render.note / render.warn; the defaults say nothing)."""
 
-    found_model = get_or_none(
+    poll_interval: float = 30.0
+    on_status: Report = ignore  # the endpoint's status changes while waiting
+    on_warning: Report = ignore  # something the user must fix by hand later
+
+
+def plan_deploy(
+    plan: Plan, ctx: AwsContext, cfg: DogclfConfig, spec: DeploySpec, watch: DeployWatch
+) -> None:
+    """Model, endpoint config, endpoint (create, recreate or blue/green), then cleanup."""
+    _plan_model(plan, ctx, cfg, spec)
+    _plan_config(plan, ctx, cfg, spec)
+    _plan_endpoint(plan, _Switch(ctx, cfg, spec, watch))
+    message = "no longer used"
+    plan.steps += record_delete_steps(ctx, cfg, CONFIGS, message, keep=spec.config_name)
+    plan.steps += record_delete_steps(ctx, cfg, MODELS, message, keep=spec.model_name)
+
+
+def _plan_model(plan: Plan, ctx: AwsContext, cfg: DogclfConfig, spec: DeploySpec) -> None:
+    sm = ctx.client("sagemaker")
+    found = get_or_none(
         f"describe model {spec.model_name}", sm.describe_model, ModelName=spec.model_name
     )
-    if found_model:
+    if found:
         plan.add(Action.NOOP, "sagemaker model", spec.model_name, "exists")
-    else:
-        plan.add(
-            Action.CREATE,
-            "sagemaker model",
-            spec.model_name,
-            f"{spec.model_data} in {spec.image.rsplit('/', 1)[-1]}",
-            lambda: call(
-                f"create model {spec.model_name}",
-                sm.create_model,
-                ModelName=spec.model_name,
-                ExecutionRoleArn=spec.role,
-                PrimaryContainer={
-                    "Image": spec.image,
-                    "ModelDataUrl": spec.model_data,
-                    "Environment": spec.environment,
-                },
-                Tags=tags,
-            ),
-        )
+        return
+    plan.add(
+        Action.CREATE,
+        "sagemaker model",
+        spec.model_name,
+        f"{spec.model_data} in {spec.image.rsplit('/', 1)[-1]}",
+        partial(
+            call,
+            f"create model {spec.model_name}",
+            sm.create_model,
+            ModelName=spec.model_name,
+            ExecutionRoleArn=spec.role,
+            PrimaryContainer={
+                "Image": spec.image,
+                "ModelDataUrl": spec.model_data,
+                "Environment": spec.environment,
+            },
+            Tags=tag_list(cfg),
+        ),
+    )
 
-    found_config = get_or_none(
+
+def _plan_config(plan: Plan, ctx: AwsContext, cfg: DogclfConfig, spec: DeploySpec) -> None:
+    sm = ctx.client("sagemaker")
+    found = get_or_none(
         f"describe endpoint config {spec.config_name}",
         sm.describe_endpoint_config,
         EndpointConfigName=spec.config_name,
     )
     shape = f"{spec.instance_count} x {spec.instance_type}, variant {spec.variant}"
-    if found_config:
+    if found:
         plan.add(Action.NOOP, "endpoint config", spec.config_name, shape)
-    else:
-        plan.add(
-            Action.CREATE,
-            "endpoint config",
-            spec.config_name,
-            shape,
-            lambda: call(
-                f"create endpoint config {spec.config_name}",
-                sm.create_endpoint_config,
-                EndpointConfigName=spec.config_name,
-                ProductionVariants=[
-                    {
-                        "VariantName": spec.variant,
-                        "ModelName": spec.model_name,
-                        "InstanceType": spec.instance_type,
-                        "InitialInstanceCount": spec.instance_count,
-                        "InitialVariantWeight": 1.0,
-                    }
-                ],
-                Tags=tags,
-            ),
-        )
-
-    _plan_endpoint(plan, ctx, cfg, spec, tags, poll_interval)
-    _plan_cleanup(plan, ctx, cfg, spec)
+        return
+    variant = {
+        "VariantName": spec.variant,
+        "ModelName": spec.model_name,
+        "InstanceType": spec.instance_type,
+        "InitialInstanceCount": spec.instance_count,
+        "InitialVariantWeight": 1.0,
+    }
+    plan.add(
+        Action.CREATE,
+        "endpoint config",
+        spec.config_name,
+        shape,
+        partial(
+            call,
+            f"create endpoint config {spec.config_name}",
+            sm.create_endpoint_config,
+            EndpointConfigName=spec.config_name,
+            ProductionVariants=[variant],
+            Tags=tag_list(cfg),
+        ),
+    )
 
 
-def _plan_endpoint(
-    plan: Plan,
-    ctx: AwsContext,
-    cfg: DogclfConfig,
-    spec: DeploySpec,
-    tags: list[dict[str, str]],
-    poll: float,
-) -> None:
-    sm = ctx.client("sagemaker")
-    current = describe_endpoint(ctx, spec.endpoint)
+@dataclass(frozen=True)
+class _Switch:
+    """The endpoint step's actions: put the endpoint on spec's config, wait for InService."""
 
-    def switch(verb: str, fn: Callable[..., Any], **extra: Any) -> None:
-        """Create or update the endpoint on the new config, then wait for InService."""
+    ctx: AwsContext
+    cfg: DogclfConfig
+    spec: DeploySpec
+    watch: DeployWatch
+
+    def _switch(self, verb: str, fn: Callable[..., Any], **extra: Any) -> None:
+        spec, watch = self.spec, self.watch
         call(
             f"{verb} endpoint {spec.endpoint}",
             fn,
@@ -272,19 +374,54 @@ def _plan_endpoint(
             EndpointConfigName=spec.config_name,
             **extra,
         )
-        wait_endpoint(ctx, spec.endpoint, expect_config=spec.config_name, poll_interval=poll)
-
-    def create() -> None:
-        switch("create", sm.create_endpoint, Tags=tags)
-
-    if current is None:
-        plan.add(
-            Action.CREATE,
-            "endpoint",
+        wait_endpoint(
+            self.ctx,
             spec.endpoint,
-            f"on {spec.config_name}; waits for InService",
-            create,
+            expect_config=spec.config_name,
+            poll_interval=watch.poll_interval,
+            on_status=watch.on_status,
         )
+
+    def create(self) -> None:
+        self._switch(
+            "create", self.ctx.client("sagemaker").create_endpoint, Tags=tag_list(self.cfg)
+        )
+
+    def recreate(self) -> None:
+        """A Failed / OutOfService endpoint cannot be updated: delete it, create it again."""
+        delete_endpoint(self.ctx, self.spec.endpoint, poll_interval=self.watch.poll_interval)
+        self.create()
+
+    def update(self, *, pause: bool, retain: bool) -> None:
+        """Blue/green; `pause` takes auto-scaling off around it (an instance-type change)."""
+        ctx, cfg = self.ctx, self.cfg
+        if pause:
+            autoscaling.pause(ctx, cfg)
+        try:
+            sm = ctx.client("sagemaker")
+            self._switch("update", sm.update_endpoint, RetainAllVariantProperties=retain)
+        except Exception:
+            if pause:  # the old fleet still serves: give it its scaling back
+                self._resume_quietly()
+            raise
+        if pause:
+            autoscaling.resume(ctx, cfg)
+
+    def _resume_quietly(self) -> None:
+        try:
+            autoscaling.resume(self.ctx, self.cfg)
+        except AwsError as exc:
+            self.watch.on_warning(
+                f"auto-scaling is off: {exc.message}; run `dogclf scale` once it is InService"
+            )
+
+
+def _plan_endpoint(plan: Plan, switch: _Switch) -> None:
+    spec = switch.spec
+    current = describe_endpoint(switch.ctx, spec.endpoint)
+    if current is None:
+        message = f"on {spec.config_name}; waits for InService"
+        plan.add(Action.CREATE, "endpoint", spec.endpoint, message, switch.create)
         return
     status, on = current["EndpointStatus"], current["EndpointConfigName"]
     if status in BUSY:
@@ -293,43 +430,22 @@ def _plan_endpoint(
             "wait, then run `dogclf deploy` again (`dogclf status` shows its state)",
         )
     if status in ("Failed", "OutOfService"):
-
-        def recreate() -> None:
-            call(f"delete endpoint {spec.endpoint}", sm.delete_endpoint, EndpointName=spec.endpoint)
-            wait_deleted(ctx, spec.endpoint, poll_interval=poll)
-            create()
-
-        plan.add(
-            Action.UPDATE,
-            "endpoint",
-            spec.endpoint,
-            f"is {status}: delete it, create it on {spec.config_name}",
-            recreate,
-        )
-        return
-    if on == spec.config_name:
+        message = f"is {status}: delete it, create it on {spec.config_name}"
+        plan.add(Action.UPDATE, "endpoint", spec.endpoint, message, switch.recreate)
+    elif on == spec.config_name:
         plan.add(Action.NOOP, "endpoint", spec.endpoint, f"InService on {on}")
-        return
+    else:
+        _plan_blue_green(plan, switch, on)
 
+
+def _plan_blue_green(plan: Plan, switch: _Switch, on: str) -> None:
+    ctx, cfg, spec = switch.ctx, switch.cfg, switch.spec
     scaled = autoscaling.current_target(ctx, cfg) is not None
-    old_type = _variant_type(ctx, on, spec.variant)
+    old_type = variant_types(ctx, on).get(spec.variant)
     # AWS refuses to change the instance type of a variant registered for auto-scaling;
     # a model-only change keeps the count auto-scaling chose (RetainAllVariantProperties).
     pause = scaled and old_type != spec.instance_type
     retain = scaled and not pause
-
-    def update() -> None:
-        if pause:
-            autoscaling.pause(ctx, cfg)
-        try:
-            switch("update", sm.update_endpoint, RetainAllVariantProperties=retain)
-        except Exception:
-            if pause:  # the old fleet still serves: give it its scaling back
-                _resume_quietly(ctx, cfg)
-            raise
-        if pause:
-            autoscaling.resume(ctx, cfg)
-
     message = f"blue/green: {on} -> {spec.config_name}"
     if pause:
         a = cfg.autoscaling
@@ -339,57 +455,5 @@ def _plan_endpoint(
         )
     elif retain:
         message += "; keeps the instance count auto-scaling set"
+    update = partial(switch.update, pause=pause, retain=retain)
     plan.add(Action.UPDATE, "endpoint", spec.endpoint, message, update)
-
-
-def _variant_type(ctx: AwsContext, config_name: str, variant: str) -> str | None:
-    config = get_or_none(
-        f"describe endpoint config {config_name}",
-        ctx.client("sagemaker").describe_endpoint_config,
-        EndpointConfigName=config_name,
-    )
-    for v in (config or {}).get("ProductionVariants", []):
-        if v["VariantName"] == variant:
-            return str(v.get("InstanceType"))
-    return None
-
-
-def _resume_quietly(ctx: AwsContext, cfg: DogclfConfig) -> None:
-    try:
-        autoscaling.resume(ctx, cfg)
-    except AwsError as exc:
-        render.warn(f"auto-scaling is off: {exc.message}; run `dogclf scale` once it is InService")
-
-
-def _plan_cleanup(plan: Plan, ctx: AwsContext, cfg: DogclfConfig, spec: DeploySpec) -> None:
-    """Old configs and models of this project/stage, deleted after the switch succeeded."""
-    sm = ctx.client("sagemaker")
-    base = cfg.names.base
-    for name in list_names(ctx, "EndpointConfigs", config_pattern(cfg), base):
-        if name != spec.config_name:
-            plan.add(
-                Action.DELETE,
-                "endpoint config",
-                name,
-                "no longer used",
-                deleter(sm.delete_endpoint_config, EndpointConfigName=name),
-            )
-    for name in list_names(ctx, "Models", model_pattern(cfg), base):
-        if name != spec.model_name:
-            plan.add(
-                Action.DELETE,
-                "sagemaker model",
-                name,
-                "no longer used",
-                deleter(sm.delete_model, ModelName=name),
-            )
-
-
-def deleter(fn: Callable[..., Any], **kwargs: Any) -> Callable[[], None]:
-    """A delete that treats "already gone" as done (teardown and cleanup run twice safely)."""
-    what = "delete " + " ".join(str(v) for v in kwargs.values())
-
-    def run() -> None:
-        get_or_none(what, fn, **kwargs)
-
-    return run

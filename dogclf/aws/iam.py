@@ -17,7 +17,15 @@ from urllib.parse import unquote
 import botocore.exceptions
 
 from dogclf.aws.artifacts import parse_s3_uri
-from dogclf.aws.session import AwsContext, aws_errors, call, error_code, get_or_none, tag_list
+from dogclf.aws.session import (
+    AwsContext,
+    aws_errors,
+    call,
+    delete_step,
+    error_code,
+    get_or_none,
+    tag_list,
+)
 from dogclf.plan import Action, Plan, Step
 
 if TYPE_CHECKING:
@@ -104,6 +112,9 @@ def plan_role(ctx: AwsContext, cfg: DogclfConfig, plan: Plan) -> str:
     name, policy_name = cfg.names.lambda_role, cfg.names.lambda_policy
     policy = desired_policy(ctx, cfg)
     role = get_or_none(f"read IAM role {name}", iam.get_role, RoleName=name)
+    current_policy: dict[str, Any] | None = None
+    inline: list[str] = []
+    attached: list[dict[str, str]] = []
     if role is None:
         plan.add(
             Action.CREATE,
@@ -119,55 +130,72 @@ def plan_role(ctx: AwsContext, cfg: DogclfConfig, plan: Plan) -> str:
                 Tags=tag_list(cfg),
             ),
         )
-        current_policy = None
-        extra_inline: list[str] = []
-        attached: list[dict[str, str]] = []
     else:
         _plan_role_update(plan, iam, cfg, role["Role"])
         current_policy = _inline_policy(iam, name, policy_name)
-        with aws_errors(f"list the policies of IAM role {name}"):
-            inline = iam.list_role_policies(RoleName=name)["PolicyNames"]
-            attached = iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]
-        extra_inline = [p for p in inline if p != policy_name]
-    if current_policy == policy:
-        plan.add(Action.NOOP, "iam policy", policy_name, "least-privilege policy up to date")
-    else:
-        plan.add(
-            Action.CREATE if current_policy is None else Action.UPDATE,
-            "iam policy",
-            policy_name,
-            _policy_summary(policy),
-            _bound(
-                f"put inline policy {policy_name} on {name}",
-                iam.put_role_policy,
-                RoleName=name,
-                PolicyName=policy_name,
-                PolicyDocument=_json(policy),
-            ),
-        )
-    for extra in extra_inline:
-        plan.add(
-            Action.DELETE,
-            "iam policy",
-            extra,
-            "not part of the least-privilege role",
-            _bound(
-                f"delete inline policy {extra}",
-                iam.delete_role_policy,
-                RoleName=name,
-                PolicyName=extra,
-            ),
-        )
-    for managed in attached:
-        arn = managed["PolicyArn"]
-        plan.add(
-            Action.DELETE,
-            "iam attachment",
+        inline, attached = _role_policies(iam, name)
+    _plan_policy(plan, iam, cfg, current_policy, policy)
+    plan.steps += [
+        _delete_inline_step(iam, name, extra, "not part of the least-privilege role")
+        for extra in inline
+        if extra != policy_name
+    ]
+    plan.steps += [
+        _detach_step(
+            iam,
+            name,
+            managed["PolicyArn"],
             managed["PolicyName"],
             "detach managed policy: the inline policy is all the role needs",
-            _bound(f"detach {arn}", iam.detach_role_policy, RoleName=name, PolicyArn=arn),
         )
+        for managed in attached
+    ]
     return role_arn(ctx, cfg)
+
+
+def _plan_policy(
+    plan: Plan,
+    iam: Any,
+    cfg: DogclfConfig,
+    current: dict[str, Any] | None,
+    policy: dict[str, Any],
+) -> None:
+    name, policy_name = cfg.names.lambda_role, cfg.names.lambda_policy
+    if current == policy:
+        plan.add(Action.NOOP, "iam policy", policy_name, "least-privilege policy up to date")
+        return
+    plan.add(
+        Action.CREATE if current is None else Action.UPDATE,
+        "iam policy",
+        policy_name,
+        _policy_summary(policy),
+        _bound(
+            f"put inline policy {policy_name} on {name}",
+            iam.put_role_policy,
+            RoleName=name,
+            PolicyName=policy_name,
+            PolicyDocument=_json(policy),
+        ),
+    )
+
+
+def _role_policies(iam: Any, name: str) -> tuple[list[str], list[dict[str, str]]]:
+    """The role's inline policy names and its attached managed policies."""
+    with aws_errors(f"list the policies of IAM role {name}"):
+        inline = iam.list_role_policies(RoleName=name)["PolicyNames"]
+        attached = iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]
+    return list(inline), list(attached)
+
+
+def _delete_inline_step(iam: Any, role: str, policy: str, message: str) -> Step:
+    what = f"delete inline policy {policy}"
+    fn = iam.delete_role_policy
+    return delete_step("iam policy", policy, message, what, fn, RoleName=role, PolicyName=policy)
+
+
+def _detach_step(iam: Any, role: str, arn: str, label: str, message: str) -> Step:
+    what, fn = f"detach {arn}", iam.detach_role_policy
+    return delete_step("iam attachment", label, message, what, fn, RoleName=role, PolicyArn=arn)
 
 
 def _plan_role_update(plan: Plan, iam: Any, cfg: DogclfConfig, role: dict[str, Any]) -> None:
@@ -272,9 +300,7 @@ def describe_role(ctx: AwsContext, cfg: DogclfConfig) -> dict[str, Any] | None:
     role = get_or_none(f"read IAM role {name}", iam.get_role, RoleName=name)
     if role is None:
         return None
-    with aws_errors(f"list the policies of IAM role {name}"):
-        inline = iam.list_role_policies(RoleName=name)["PolicyNames"]
-        attached = iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]
+    inline, attached = _role_policies(iam, name)
     return {
         "name": name,
         "arn": role["Role"]["Arn"],
@@ -291,58 +317,15 @@ def role_delete_steps(ctx: AwsContext, cfg: DogclfConfig) -> list[Step]:
     iam = ctx.client("iam")
     name = found["name"]
     steps = [
-        Step(
-            Action.DELETE,
-            "iam policy",
-            policy,
-            f"inline policy of {name}",
-            _bound(
-                f"delete inline policy {policy}",
-                _ignore_missing(iam.delete_role_policy),
-                RoleName=name,
-                PolicyName=policy,
-            ),
-        )
+        _delete_inline_step(iam, name, policy, f"inline policy of {name}")
         for policy in found["inline_policies"]
     ]
     steps += [
-        Step(
-            Action.DELETE,
-            "iam attachment",
-            arn.rsplit("/", 1)[-1],
-            f"detach from {name}",
-            _bound(
-                f"detach {arn}",
-                _ignore_missing(iam.detach_role_policy),
-                RoleName=name,
-                PolicyArn=arn,
-            ),
-        )
+        _detach_step(iam, name, arn, arn.rsplit("/", 1)[-1], f"detach from {name}")
         for arn in found["attached_policies"]
     ]
+    what = f"delete IAM role {name}"
     steps.append(
-        Step(
-            Action.DELETE,
-            "iam role",
-            name,
-            "Lambda execution role",
-            lambda: call(
-                f"delete IAM role {name}", _ignore_missing(iam.delete_role), RoleName=name
-            ),
-        )
+        delete_step("iam role", name, "Lambda execution role", what, iam.delete_role, RoleName=name)
     )
     return steps
-
-
-def _ignore_missing(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Deleting something already gone is success (a second teardown is a no-op)."""
-
-    def wrapper(**kwargs: Any) -> Any:
-        try:
-            return fn(**kwargs)
-        except botocore.exceptions.ClientError as exc:
-            if error_code(exc) in ("NoSuchEntity", "ResourceNotFoundException"):
-                return None
-            raise
-
-    return wrapper

@@ -16,15 +16,23 @@ import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 
-from dogclf import render
 from dogclf.aws import iam
 from dogclf.aws.polling import wait_until
-from dogclf.aws.session import AwsContext, aws_errors, call, error_code, get_or_none
+from dogclf.aws.session import (
+    AwsContext,
+    aws_errors,
+    call,
+    delete_step,
+    deleter,
+    error_code,
+    get_or_none,
+)
 from dogclf.errors import ResourceFailedError
 from dogclf.plan import Action, Plan, Step
 
@@ -40,7 +48,6 @@ POLL_INTERVAL = 5.0
 FUNCTION_WAIT_S = 300.0
 PROVISIONED_WAIT_S = 900.0
 URL_PERMISSION_SID = "dogclf-function-url-public"
-PC_NOT_FOUND = "ProvisionedConcurrencyConfigNotFoundException"
 
 
 # ---------------------------------------------------------------- the code bundle
@@ -183,16 +190,13 @@ def read_deployed(ctx: AwsContext, cfg: DogclfConfig) -> Deployed:
 
 
 def _provisioned(lam: Any, name: str, qualifier: str) -> dict[str, Any] | None:
-    try:
-        found: dict[str, Any] = lam.get_provisioned_concurrency_config(
-            FunctionName=name, Qualifier=qualifier
-        )
-        return found
-    except botocore.exceptions.ClientError as exc:
-        if error_code(exc) in (PC_NOT_FOUND, "ResourceNotFoundException"):
-            return None
-        with aws_errors(f"read provisioned concurrency of {name}:{qualifier}"):
-            raise
+    found: dict[str, Any] | None = get_or_none(
+        f"read provisioned concurrency of {name}:{qualifier}",
+        lam.get_provisioned_concurrency_config,
+        FunctionName=name,
+        Qualifier=qualifier,
+    )
+    return found
 
 
 def same_build(version: dict[str, Any], spec: FunctionSpec) -> bool:
@@ -230,24 +234,9 @@ def plan_deploy(
 def _plan_function(
     plan: Plan, lam: Any, spec: FunctionSpec, state: Deployed, poll_interval: float
 ) -> bool:
+    """Returns whether the function's code or configuration will change."""
     name = spec.name
     if state.function is None:
-
-        def create() -> None:
-            with aws_errors(f"create Lambda function {name}"):
-                iam.retry_while_role_propagates(
-                    lambda: lam.create_function(
-                        FunctionName=name,
-                        Code={"ZipFile": spec.zip_bytes},
-                        Architectures=[spec.architecture],
-                        PackageType="Zip",
-                        Tags=spec.tags,
-                        **spec.configuration,
-                    ),
-                    poll_interval=poll_interval,
-                )
-            wait_function_ready(lam, name, poll_interval=poll_interval)
-
         size_kb = len(spec.zip_bytes) / 1024
         plan.add(
             Action.CREATE,
@@ -255,42 +244,76 @@ def _plan_function(
             name,
             f"{spec.configuration['Runtime']} {spec.architecture}, "
             f"{spec.configuration['MemorySize']} MB, {size_kb:.1f} KB zip",
-            create,
+            partial(_create_function, lam, spec, poll_interval),
         )
         return True
-    arn = state.function["FunctionArn"]
-    code = code_changes(state.function, spec)
-    config = config_changes(state.function, spec)
-    tags = {k: v for k, v in spec.tags.items() if state.tags.get(k) != v}
-    if not (code or config or tags):
+    change = _FunctionChange(
+        arn=state.function["FunctionArn"],
+        code=code_changes(state.function, spec),
+        config=config_changes(state.function, spec),
+        tags={k: v for k, v in spec.tags.items() if state.tags.get(k) != v},
+    )
+    if not (change.code or change.config or change.tags):
         plan.add(Action.NOOP, "lambda function", name, f"code {spec.sha256[:10]} unchanged")
         return False
-
-    def update() -> None:
-        if code:
-            call(
-                f"upload the code of {name}",
-                lam.update_function_code,
-                FunctionName=name,
-                ZipFile=spec.zip_bytes,
-                Architectures=[spec.architecture],
-            )
-            wait_function_ready(lam, name, poll_interval=poll_interval)
-        if config:
-            with aws_errors(f"update the configuration of {name}"):
-                iam.retry_while_role_propagates(
-                    lambda: lam.update_function_configuration(
-                        FunctionName=name, **spec.configuration
-                    ),
-                    poll_interval=poll_interval,
-                )
-            wait_function_ready(lam, name, poll_interval=poll_interval)
-        if tags:
-            call(f"tag {name}", lam.tag_resource, Resource=arn, Tags=tags)
-
-    what = code + [c.lower() for c in config] + (["tags"] if tags else [])
+    what = change.code + [c.lower() for c in change.config] + (["tags"] if change.tags else [])
+    update = partial(_update_function, lam, spec, change, poll_interval)
     plan.add(Action.UPDATE, "lambda function", name, "change " + ", ".join(what), update)
-    return bool(code or config)
+    return bool(change.code or change.config)
+
+
+@dataclass(frozen=True)
+class _FunctionChange:
+    arn: str
+    code: list[str]  # "code", "architecture"
+    config: list[str]  # configuration field names
+    tags: dict[str, str]  # tags to set
+
+
+def _while_role_propagates(what: str, fn: Callable[[], Any], poll_interval: float) -> None:
+    """Lambda checks the role on create and on a configuration change; a new one may lag."""
+    with aws_errors(what):
+        iam.retry_while_role_propagates(fn, poll_interval=poll_interval)
+
+
+def _create_function(lam: Any, spec: FunctionSpec, poll_interval: float) -> None:
+    _while_role_propagates(
+        f"create Lambda function {spec.name}",
+        lambda: lam.create_function(
+            FunctionName=spec.name,
+            Code={"ZipFile": spec.zip_bytes},
+            Architectures=[spec.architecture],
+            PackageType="Zip",
+            Tags=spec.tags,
+            **spec.configuration,
+        ),
+        poll_interval,
+    )
+    wait_function_ready(lam, spec.name, poll_interval=poll_interval)
+
+
+def _update_function(
+    lam: Any, spec: FunctionSpec, change: _FunctionChange, poll_interval: float
+) -> None:
+    name = spec.name
+    if change.code:
+        call(
+            f"upload the code of {name}",
+            lam.update_function_code,
+            FunctionName=name,
+            ZipFile=spec.zip_bytes,
+            Architectures=[spec.architecture],
+        )
+        wait_function_ready(lam, name, poll_interval=poll_interval)
+    if change.config:
+        _while_role_propagates(
+            f"update the configuration of {name}",
+            lambda: lam.update_function_configuration(FunctionName=name, **spec.configuration),
+            poll_interval,
+        )
+        wait_function_ready(lam, name, poll_interval=poll_interval)
+    if change.tags:
+        call(f"tag {name}", lam.tag_resource, Resource=change.arn, Tags=change.tags)
 
 
 def _plan_version(
@@ -400,18 +423,7 @@ def _provisioned_step(
     if want == 0:
         if not have:
             return None
-        return Step(
-            Action.DELETE,
-            "provisioned concurrency",
-            label,
-            f"remove {have_n} pre-warmed environments",
-            lambda: call(
-                "delete provisioned concurrency",
-                lam.delete_provisioned_concurrency_config,
-                FunctionName=name,
-                Qualifier=alias,
-            ),
-        )
+        return _provisioned_delete(lam, name, alias, f"remove {have_n} pre-warmed environments")
     if have and have_n == want and not alias_moves and have["Status"] == "READY":
         return Step(Action.NOOP, "provisioned concurrency", label, f"{want}, READY")
 
@@ -443,15 +455,7 @@ def _reserved_step(lam: Any, cfg: DogclfConfig, have: int | None) -> Step:
         shown = "account pool" if want is None else str(want)
         return Step(Action.NOOP, "reserved concurrency", name, shown)
     if want is None:
-        return Step(
-            Action.DELETE,
-            "reserved concurrency",
-            name,
-            f"remove the cap of {have}: use the account pool",
-            lambda: call(
-                "remove reserved concurrency", lam.delete_function_concurrency, FunctionName=name
-            ),
-        )
+        return _reserved_delete(lam, name, f"remove the cap of {have}: use the account pool")
     return Step(
         Action.CREATE if have is None else Action.UPDATE,
         "reserved concurrency",
@@ -473,18 +477,7 @@ def _plan_url(plan: Plan, lam: Any, cfg: DogclfConfig, state: Deployed) -> None:
     label = f"{name}:{alias}"
     if not want:
         if current is not None:
-            plan.add(
-                Action.DELETE,
-                "function url",
-                label,
-                current["FunctionUrl"],
-                lambda: call(
-                    "delete the function URL",
-                    lam.delete_function_url_config,
-                    FunctionName=name,
-                    Qualifier=alias,
-                ),
-            )
+            plan.steps.append(_url_delete(lam, name, alias, current["FunctionUrl"]))
         return
     if current is not None and current.get("AuthType") == auth:
         plan.add(Action.NOOP, "function url", label, f"{current['FunctionUrl']} ({auth})")
@@ -507,24 +500,51 @@ def _plan_url(plan: Plan, lam: Any, cfg: DogclfConfig, state: Deployed) -> None:
 
 def _url_permission(lam: Any, name: str, alias: str, *, public: bool) -> None:
     """AuthType NONE needs a resource policy letting anyone invoke the URL; AWS_IAM must not."""
+    what = "set the function URL permission"
+    target: dict[str, Any] = {"FunctionName": name, "Qualifier": alias}
+    if not public:
+        deleter(what, lam.remove_permission, StatementId=URL_PERMISSION_SID, **target)()
+        return
     try:
-        if public:
-            lam.add_permission(
-                FunctionName=name,
-                Qualifier=alias,
-                StatementId=URL_PERMISSION_SID,
-                Action="lambda:InvokeFunctionUrl",
-                Principal="*",
-                FunctionUrlAuthType="NONE",
-            )
-        else:
-            lam.remove_permission(
-                FunctionName=name, Qualifier=alias, StatementId=URL_PERMISSION_SID
-            )
+        lam.add_permission(
+            StatementId=URL_PERMISSION_SID,
+            Action="lambda:InvokeFunctionUrl",
+            Principal="*",
+            FunctionUrlAuthType="NONE",
+            **target,
+        )
     except botocore.exceptions.ClientError as exc:
         if error_code(exc) not in ("ResourceConflictException", "ResourceNotFoundException"):
-            with aws_errors("set the function URL permission"):
+            with aws_errors(what):
                 raise
+
+
+# ---------------------------------------------------------------- deleting
+
+
+def _provisioned_delete(lam: Any, name: str, alias: str, message: str) -> Step:
+    return delete_step(
+        "provisioned concurrency",
+        f"{name}:{alias}",
+        message,
+        "delete provisioned concurrency",
+        lam.delete_provisioned_concurrency_config,
+        FunctionName=name,
+        Qualifier=alias,
+    )
+
+
+def _reserved_delete(lam: Any, name: str, message: str) -> Step:
+    fn = lam.delete_function_concurrency
+    what = "remove reserved concurrency"
+    return delete_step("reserved concurrency", name, message, what, fn, FunctionName=name)
+
+
+def _url_delete(lam: Any, name: str, alias: str, url: str) -> Step:
+    fn, what = lam.delete_function_url_config, "delete the function URL"
+    return delete_step(
+        "function url", f"{name}:{alias}", url, what, fn, FunctionName=name, Qualifier=alias
+    )
 
 
 # ---------------------------------------------------------------- waiting
@@ -638,108 +658,57 @@ def _log_group(ctx: AwsContext, cfg: DogclfConfig) -> str | None:
 
 
 def delete_steps(ctx: AwsContext, cfg: DogclfConfig) -> list[Step]:
-    """Everything lambda-deploy made, in an order AWS accepts; empty when nothing exists."""
+    """Everything lambda-deploy made, its role last, in an order AWS accepts; empty when
+    nothing exists. Each step succeeds when its thing is already gone."""
     lam = ctx.client("lambda")
     name, alias = cfg.names.lambda_function, cfg.lambda_.alias
     state = read_deployed(ctx, cfg)
     steps: list[Step] = []
-
-    def gone_ok(what: str, fn: Callable[..., Any], **kwargs: Any) -> Callable[[], Any]:
-        def run() -> Any:
-            try:
-                return fn(**kwargs)
-            except botocore.exceptions.ClientError as exc:
-                if error_code(exc) in (PC_NOT_FOUND, "ResourceNotFoundException"):
-                    return None  # already gone: a second teardown is a no-op
-                with aws_errors(what):
-                    raise
-
-        return run
-
-    target = dict(FunctionName=name, Qualifier=alias)
     if state.provisioned:
-        steps.append(
-            Step(
-                Action.DELETE,
-                "provisioned concurrency",
-                f"{name}:{alias}",
-                f"{state.provisioned['RequestedProvisionedConcurrentExecutions']} environments",
-                gone_ok(
-                    "delete provisioned concurrency",
-                    lam.delete_provisioned_concurrency_config,
-                    **target,
-                ),
-            )
-        )
+        count = state.provisioned["RequestedProvisionedConcurrentExecutions"]
+        steps.append(_provisioned_delete(lam, name, alias, f"{count} environments"))
     if state.url:
-        steps.append(
-            Step(
-                Action.DELETE,
-                "function url",
-                f"{name}:{alias}",
-                state.url["FunctionUrl"],
-                gone_ok("delete the function URL", lam.delete_function_url_config, **target),
-            )
-        )
+        steps.append(_url_delete(lam, name, alias, state.url["FunctionUrl"]))
     if state.alias:
+        was = f"-> version {state.alias['FunctionVersion']}"
+        fn = lam.delete_alias
+        what = "delete the alias"
         steps.append(
-            Step(
-                Action.DELETE,
-                "lambda alias",
-                f"{name}:{alias}",
-                f"-> version {state.alias['FunctionVersion']}",
-                gone_ok("delete the alias", lam.delete_alias, FunctionName=name, Name=alias),
+            delete_step(
+                "lambda alias", f"{name}:{alias}", was, what, fn, FunctionName=name, Name=alias
             )
         )
     if state.reserved is not None:
-        steps.append(
-            Step(
-                Action.DELETE,
-                "reserved concurrency",
-                name,
-                f"cap of {state.reserved}",
-                gone_ok(
-                    "remove reserved concurrency",
-                    lam.delete_function_concurrency,
-                    FunctionName=name,
-                ),
-            )
-        )
+        steps.append(_reserved_delete(lam, name, f"cap of {state.reserved}"))
     if state.function:
+        versions = f"and its {len(state.versions)} published version(s)"
+        what = f"delete Lambda function {name}"
         steps.append(
-            Step(
-                Action.DELETE,
-                "lambda function",
-                name,
-                f"and its {len(state.versions)} published version(s)",
-                gone_ok(f"delete Lambda function {name}", lam.delete_function, FunctionName=name),
+            delete_step(
+                "lambda function", name, versions, what, lam.delete_function, FunctionName=name
             )
         )
     group = _log_group(ctx, cfg)
     if group:
-        logs = ctx.client("logs")
+        fn = ctx.client("logs").delete_log_group
+        what = "delete the log group"
         steps.append(
-            Step(
-                Action.DELETE,
-                "log group",
-                group,
-                "the function's logs",
-                gone_ok("delete the log group", logs.delete_log_group, logGroupName=group),
-            )
+            delete_step("log group", group, "the function's logs", what, fn, logGroupName=group)
         )
     return steps + iam.role_delete_steps(ctx, cfg)
 
 
-def note_missing_endpoint(ctx: AwsContext, cfg: DogclfConfig) -> None:
-    """The function can deploy before the endpoint exists; say what it will answer then."""
+def missing_endpoint_warning(ctx: AwsContext, cfg: DogclfConfig) -> str | None:
+    """The function can deploy before the endpoint exists; what it will answer then."""
     endpoint = cfg.names.endpoint
     found = get_or_none(
         f"check endpoint {endpoint}",
         ctx.client("sagemaker").describe_endpoint,
         EndpointName=endpoint,
     )
-    if found is None:
-        render.warn(
-            f"endpoint {endpoint} does not exist yet: the function answers 502 until "
-            "`dogclf deploy` creates it"
-        )
+    if found is not None:
+        return None
+    return (
+        f"endpoint {endpoint} does not exist yet: the function answers 502 until "
+        "`dogclf deploy` creates it"
+    )

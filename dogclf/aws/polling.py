@@ -1,7 +1,7 @@
 """Waiting for AWS to reach a status: one loop, an injectable interval, a spinner's hook.
 
 Tests pass `poll_interval=0` so nothing sleeps for real; the emulator moves a resource one
-status per Describe call (see dogclf/local/moto_ext.py).
+status per Describe call (see dogclf/local/moto_ext/sagemaker_lifecycle.py).
 """
 
 from __future__ import annotations
@@ -13,6 +13,12 @@ from typing import TypeVar
 from dogclf.errors import AwsError
 
 T = TypeVar("T")
+# How aws/ tells the user something without printing: the command passes render.note/warn.
+Report = Callable[[str], None]
+
+
+def ignore(message: str) -> None:
+    """The default Report: library callers that pass none hear nothing."""
 
 
 def wait_until(

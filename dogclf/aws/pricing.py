@@ -21,14 +21,10 @@ class PriceTable:
     source: str
     verified: bool
     sagemaker: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
-    ec2: dict[str, dict[str, float]] = field(default_factory=dict)
     lambda_: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def sagemaker_hourly(self, region: str, usage: Usage, instance_type: str) -> float | None:
         return self.sagemaker.get(region, {}).get(usage, {}).get(instance_type)
-
-    def ec2_hourly(self, region: str, instance_type: str) -> float | None:
-        return self.ec2.get(region, {}).get(instance_type)
 
     def provisioned_gb_second(self, region: str, architecture: str) -> float | None:
         by_arch = self.lambda_.get(region, {}).get("provisioned_concurrency_gb_second", {})
@@ -47,7 +43,6 @@ def load_prices() -> PriceTable:
         source=data["source"],
         verified=bool(data.get("verified", False)),
         sagemaker=data.get("sagemaker", {}),
-        ec2=data.get("ec2", {}),
         lambda_=data.get("lambda", {}),
     )
 

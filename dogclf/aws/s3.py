@@ -1,4 +1,5 @@
-"""S3 buckets and prefixes: a private, encrypted, TLS-only bucket; listing and deleting keys.
+"""S3 buckets and prefixes: a private, encrypted, TLS-only bucket; listing and deleting keys;
+deleting a stage's prefix (and the bucket, when it was made for that stage).
 
 Default encryption is SSE-S3 (AES256) on purpose: with it a single-part object's ETag is the
 MD5 of its bytes, which is what lets `upload` skip unchanged files from one listing
@@ -13,9 +14,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from dogclf.aws.session import AwsContext, aws_errors, get_or_none
+from dogclf.aws.artifacts import parse_s3_uri
+from dogclf.aws.session import AwsContext, aws_errors, delete_step, get_or_none
 from dogclf.errors import AwsError
-from dogclf.plan import Action, Plan
+from dogclf.plan import Action, Plan, Step
 
 if TYPE_CHECKING:
     from dogclf.config import DogclfConfig
@@ -215,3 +217,65 @@ def delete_keys(ctx: AwsContext, bucket: str, keys: list[str]) -> int:
                 "check s3:DeleteObject permission and object lock settings",
             )
     return len(keys)
+
+
+# ---------------------------------------------------------------- teardown --data
+
+
+def stage_objects(ctx: AwsContext, cfg: DogclfConfig) -> tuple[str, str, list[RemoteObject]]:
+    """The bucket, the stage's prefix in it ("project/stage/"), and every object under it."""
+    bucket, prefix = parse_s3_uri(cfg.s3_prefix() + "/")
+    return bucket, prefix, list_objects_parallel(ctx, bucket, prefix)
+
+
+def stage_delete_steps(ctx: AwsContext, cfg: DogclfConfig) -> list[Step]:
+    """The stage's objects, then the bucket if it was created for this stage and holds
+    nothing else; [] when there is no bucket."""
+    if not cfg.aws.bucket or not bucket_exists(ctx, cfg.aws.bucket):
+        return []
+    bucket, prefix, objects = stage_objects(ctx, cfg)
+    keys = sorted(o.key for o in objects)
+    steps = []
+    if keys:
+        steps.append(
+            Step(
+                Action.DELETE,
+                "s3 objects",
+                f"s3://{bucket}/{prefix}",
+                f"{len(keys)} objects: data, code, models, checkpoints",
+                partial(delete_keys, ctx, bucket, keys),
+            )
+        )
+    if _bucket_is_ours(ctx, cfg, bucket) and not _others_in_bucket(ctx, bucket, prefix, keys):
+        steps.append(
+            delete_step(
+                "s3 bucket",
+                bucket,
+                f"created for {cfg.project}/{cfg.stage}, empty once its objects are gone",
+                f"delete bucket s3://{bucket}",
+                ctx.client("s3").delete_bucket,
+                Bucket=bucket,
+            )
+        )
+    return steps
+
+
+def _bucket_is_ours(ctx: AwsContext, cfg: DogclfConfig, bucket: str) -> bool:
+    """Tagged with this project/stage: `upload --create-bucket` made it for this stage."""
+    found = get_or_none(
+        f"read the tags of bucket {bucket}", ctx.client("s3").get_bucket_tagging, Bucket=bucket
+    )
+    tags = {t["Key"]: t["Value"] for t in (found or {}).get("TagSet", [])}
+    return tags.get("dogclf:project") == cfg.project and tags.get("dogclf:stage") == cfg.stage
+
+
+def _others_in_bucket(ctx: AwsContext, bucket: str, prefix: str, ours: list[str]) -> bool:
+    """Any key outside our prefix: keys list in order, so look before it and after it."""
+    s3 = ctx.client("s3")
+    with aws_errors(f"list bucket {bucket}"):
+        first = s3.list_objects_v2(Bucket=bucket, MaxKeys=1).get("Contents", [])
+        if first and not first[0]["Key"].startswith(prefix):
+            return True
+        after = ours[-1] if ours else prefix
+        rest = s3.list_objects_v2(Bucket=bucket, MaxKeys=1, StartAfter=after).get("Contents", [])
+    return bool(rest) and not rest[0]["Key"].startswith(prefix)

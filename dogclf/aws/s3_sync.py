@@ -16,7 +16,7 @@ import mimetypes
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -61,13 +61,7 @@ class SyncResult:
     seconds: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "uploaded": self.uploaded,
-            "uploaded_bytes": self.uploaded_bytes,
-            "unchanged": self.unchanged,
-            "deleted": self.deleted,
-            "seconds": round(self.seconds, 3),
-        }
+        return {**asdict(self), "seconds": round(self.seconds, 3)}
 
 
 class Progress(Protocol):
@@ -232,27 +226,78 @@ def run_sync(
     return SyncResult(done, done_bytes, len(plan.unchanged), deleted, time.perf_counter() - started)
 
 
-def download_prefix(ctx: AwsContext, uri: str, target: Path, *, workers: int = 16) -> int:
-    """Every object under `uri` into `target` (same relative paths); files already there
-    with the same size are kept. Returns how many files were downloaded."""
+@dataclass(frozen=True)
+class RemoteFile:
+    key: str
+    size: int
+    path: Path  # where it lands
+
+
+@dataclass
+class DownloadPlan:
+    """What `download_prefix` would fetch: the objects missing here (or of another size)."""
+
+    bucket: str
+    to_fetch: list[RemoteFile] = field(default_factory=list)
+    present: int = 0  # files already here with the right size
+
+    @property
+    def fetch_bytes(self) -> int:
+        return sum(f.size for f in self.to_fetch)
+
+
+def plan_download(ctx: AwsContext, uri: str, target: Path, *, workers: int = 16) -> DownloadPlan:
+    """Every object under `uri` mapped into `target` (same relative paths), folder markers
+    skipped; files already there with the same size count as present."""
     from dogclf.aws.artifacts import parse_s3_uri
 
     bucket, prefix = parse_s3_uri(uri)
-    s3 = ctx.client("s3", max_pool_connections=max(workers, 10))
-    wanted = []
+    plan = DownloadPlan(bucket)
     for obj in list_objects_parallel(ctx, bucket, prefix, workers):
-        path = target / obj.key.removeprefix(prefix)
-        if not (path.is_file() and path.stat().st_size == obj.size):
-            wanted.append((obj.key, path))
+        relative = obj.key.removeprefix(prefix)
+        if not relative or relative.endswith("/"):
+            continue
+        path = target / relative
+        if path.is_file() and path.stat().st_size == obj.size:
+            plan.present += 1
+        else:
+            plan.to_fetch.append(RemoteFile(obj.key, obj.size, path))
+    return plan
 
-    def fetch(item: tuple[str, Path]) -> None:
-        key, path = item
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".part")  # never a half file under the real name
-        with aws_errors(f"download s3://{bucket}/{key}"):
-            s3.download_file(bucket, key, str(partial))
-        partial.replace(path)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(fetch, wanted))
-    return len(wanted)
+def run_download(
+    ctx: AwsContext,
+    plan: DownloadPlan,
+    *,
+    workers: int = 16,
+    on_fetched: Callable[[RemoteFile], None] = lambda item: None,
+) -> int:
+    """Fetch what the plan says, `workers` at a time; returns how many files. Each lands
+    under a hidden `.NAME.part` first, so an interrupted run never leaves a truncated file
+    that a re-run would take for complete. `on_fetched` runs in the calling thread."""
+    s3 = ctx.client("s3", max_pool_connections=max(workers, 10))
+
+    def fetch(item: RemoteFile) -> RemoteFile:
+        item.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = item.path.with_name(f".{item.path.name}.part")
+        with aws_errors(f"download s3://{plan.bucket}/{item.key}"):
+            s3.download_file(plan.bucket, item.key, str(partial))
+        partial.replace(item.path)
+        return item
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dogclf-download") as pool:
+        futures = [pool.submit(fetch, item) for item in plan.to_fetch]
+        try:
+            for fut in as_completed(futures):
+                on_fetched(fut.result())
+        finally:
+            for fut in futures:
+                fut.cancel()
+    return len(plan.to_fetch)
+
+
+def download_prefix(ctx: AwsContext, uri: str, target: Path, *, workers: int = 16) -> int:
+    """Every object under `uri` into `target` (same relative paths); files already there
+    with the same size are kept. Returns how many files were downloaded."""
+    plan = plan_download(ctx, uri, target, workers=workers)
+    return run_download(ctx, plan, workers=workers)

@@ -1,7 +1,8 @@
 """The one place that builds boto3 clients and turns AWS failures into DogclfError.
 
 Every other module in dogclf/aws/ gets its clients from an `AwsContext`, so retries,
-timeouts, region/profile precedence and error wording are decided here once.
+timeouts, region/profile precedence and error wording are decided here once; so is what
+"not found" means: an answer for a describe (`get_or_none`), done for a delete (`deleter`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import botocore.exceptions
 
 from dogclf import __version__
 from dogclf.errors import AwsError, ConfigError, NotFoundError
+from dogclf.plan import Action, Step
 
 if TYPE_CHECKING:
     from dogclf.config import DogclfConfig
@@ -41,6 +43,7 @@ NOT_FOUND_CODES = {
     "NoSuchBucketPolicy",
     "NoSuchTagSet",
     "ObjectNotFoundException",  # Application Auto Scaling
+    "ProvisionedConcurrencyConfigNotFoundException",  # Lambda
 }
 # S3's AccessDenied does not name the action; these operations need another action's name.
 S3_ACTIONS = {
@@ -150,8 +153,67 @@ def is_not_found(exc: BaseException) -> bool:
     )
 
 
+ACCESS_DENIED_CODES = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "403"}
+# (codes, why (formatted with message and operation), what to do), checked in order.
+CLIENT_ERRORS: list[tuple[set[str], str, str]] = [
+    (
+        {"ExpiredToken", "ExpiredTokenException", "RequestExpired"},
+        "the AWS credentials have expired",
+        "refresh them (`aws sso login`, or new session credentials) and retry",
+    ),
+    (
+        {"InvalidClientTokenId", "UnrecognizedClientException", "SignatureDoesNotMatch"},
+        "AWS does not recognise these credentials",
+        "check AWS_PROFILE / the access key, and that the region is enabled for the account",
+    ),
+    (
+        {"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"},
+        "the bucket is in another region ({message})",
+        "set aws.region to the bucket's region, or use a bucket in this region",
+    ),
+    (
+        {"ThrottlingException", "Throttling", "TooManyRequestsException", "SlowDown"},
+        "AWS throttled the requests ({operation})",
+        "retry in a minute",
+    ),
+    (
+        {"ResourceLimitExceeded", "LimitExceededException", "ServiceQuotaExceededException"},
+        "an AWS quota was hit: {message}",
+        "request a quota increase in the Service Quotas console, or lower the count",
+    ),
+]
+
+
 def translate(exc: BaseException, what: str) -> AwsError:
     """One DogclfError for a botocore failure: what failed, why, and what to do."""
+    if not isinstance(exc, botocore.exceptions.ClientError):
+        return _translate_transport(exc, what)
+    error = exc.response.get("Error", {})
+    code, message = str(error.get("Code", "")), str(error.get("Message", ""))
+    operation = exc.operation_name
+    if code in ACCESS_DENIED_CODES or "not authorized to perform" in message:
+        action = re.search(r"perform: ([\w-]+:[\w-]+)", message)
+        needed = (
+            action.group(1) if action else S3_ACTIONS.get(operation, f"the {operation} permission")
+        )
+        return AwsError(
+            f"cannot {what}: access denied ({needed})",
+            f"grant {needed} to the identity you run dogclf as (IAM policy), or use another profile",
+        )
+    for codes, why, fix in CLIENT_ERRORS:
+        if code in codes:
+            return AwsError(
+                f"cannot {what}: " + why.format(message=message, operation=operation), fix
+            )
+    if is_not_found(exc):
+        return NotFoundError(
+            f"cannot {what}: not found: {message or code}", "check the name and region"
+        )
+    return AwsError(f"cannot {what}: {code}: {message}", f"the failing call was {operation}")
+
+
+def _translate_transport(exc: BaseException, what: str) -> AwsError:
+    """Failures before AWS answered: credentials, connection, timeouts."""
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return AwsError(
             f"cannot {what}: no AWS credentials found",
@@ -166,55 +228,7 @@ def translate(exc: BaseException, what: str) -> AwsError:
         exc, botocore.exceptions.ConnectTimeoutError | botocore.exceptions.ReadTimeoutError
     ):
         return AwsError(f"cannot {what}: AWS did not answer in time", "retry; check the network")
-    if not isinstance(exc, botocore.exceptions.ClientError):
-        return AwsError(f"cannot {what}: {exc}", "rerun with --debug for details")
-    error = exc.response.get("Error", {})
-    code, message = str(error.get("Code", "")), str(error.get("Message", ""))
-    operation = exc.operation_name
-    if code in {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "403"} or (
-        "not authorized to perform" in message
-    ):
-        action = re.search(r"perform: ([\w-]+:[\w-]+)", message)
-        needed = (
-            action.group(1) if action else S3_ACTIONS.get(operation, f"the {operation} permission")
-        )
-        return AwsError(
-            f"cannot {what}: access denied ({needed})",
-            f"grant {needed} to the identity you run dogclf as (IAM policy), or use another profile",
-        )
-    if code in {"ExpiredToken", "ExpiredTokenException", "RequestExpired"}:
-        return AwsError(
-            f"cannot {what}: the AWS credentials have expired",
-            "refresh them (`aws sso login`, or new session credentials) and retry",
-        )
-    if code in {"InvalidClientTokenId", "UnrecognizedClientException", "SignatureDoesNotMatch"}:
-        return AwsError(
-            f"cannot {what}: AWS does not recognise these credentials",
-            "check AWS_PROFILE / the access key, and that the region is enabled for the account",
-        )
-    if code in {
-        "PermanentRedirect",
-        "AuthorizationHeaderMalformed",
-        "IllegalLocationConstraintException",
-    }:
-        return AwsError(
-            f"cannot {what}: the bucket is in another region ({message})",
-            "set aws.region to the bucket's region, or use a bucket in this region",
-        )
-    if code in {"ThrottlingException", "Throttling", "TooManyRequestsException", "SlowDown"}:
-        return AwsError(
-            f"cannot {what}: AWS throttled the requests ({operation})", "retry in a minute"
-        )
-    if code in {"ResourceLimitExceeded", "LimitExceededException", "ServiceQuotaExceededException"}:
-        return AwsError(
-            f"cannot {what}: an AWS quota was hit: {message}",
-            "request a quota increase in the Service Quotas console, or lower the count",
-        )
-    if is_not_found(exc):
-        return NotFoundError(
-            f"cannot {what}: not found: {message or code}", "check the name and region"
-        )
-    return AwsError(f"cannot {what}: {code}: {message}", f"the failing call was {operation}")
+    return AwsError(f"cannot {what}: {exc}", "rerun with --debug for details")
 
 
 @contextmanager
@@ -241,6 +255,49 @@ def get_or_none(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T
         raise translate(exc, what) from exc
     except botocore.exceptions.BotoCoreError as exc:
         raise translate(exc, what) from exc
+
+
+def deleter(
+    what: str,
+    fn: Callable[..., Any],
+    /,
+    *,
+    done_if: Callable[[BaseException], bool] = is_not_found,
+    **kwargs: Any,
+) -> Callable[[], None]:
+    """A delete step's action, `fn(**kwargs)`, where "already gone" counts as done.
+
+    Every delete dogclf plans goes through here, so teardown (and a deploy's cleanup) can
+    run twice. `done_if` widens "gone" for calls that say it otherwise (a job already ended).
+    """
+
+    def run() -> None:
+        try:
+            fn(**kwargs)
+        except botocore.exceptions.ClientError as exc:
+            if not done_if(exc):
+                raise translate(exc, what) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise translate(exc, what) from exc
+
+    return run
+
+
+def delete_step(
+    resource: str,
+    name: str,
+    message: str,
+    what: str,
+    fn: Callable[..., Any],
+    /,
+    *,
+    done_if: Callable[[BaseException], bool] = is_not_found,
+    **kwargs: Any,
+) -> Step:
+    """A plan's DELETE step whose action is `deleter(what, fn, **kwargs)`."""
+    return Step(
+        Action.DELETE, resource, name, message, deleter(what, fn, done_if=done_if, **kwargs)
+    )
 
 
 def require_role(cfg: DogclfConfig) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from dogclf.aws import inventory
-from dogclf.aws.session import AwsContext, error_code
+from dogclf.aws.session import ACCESS_DENIED_CODES, AwsContext, error_code
 from dogclf.plan import Action, Plan
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def tagged_leftovers(ctx: AwsContext, cfg: DogclfConfig) -> list[str] | None:
         ):
             arns += [r["ResourceARN"] for r in page.get("ResourceTagMappingList", [])]
     except botocore.exceptions.ClientError as exc:
-        if error_code(exc) in {"AccessDenied", "AccessDeniedException", "403"}:
+        if error_code(exc) in ACCESS_DENIED_CODES:
             return None
         raise
     return sorted(a for a in arns if not any(part in a for part in KEPT_ARN_PARTS))

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dogclf.aws.artifacts import LatestModel, parse_s3_uri, write_latest
+from dogclf.aws.artifacts import LatestModel, parse_s3_uri, publish_model
 from dogclf.aws.logs import LogTail
 from dogclf.aws.polling import wait_until
 from dogclf.aws.session import AwsContext, aws_errors, call, get_or_none, tag_list
@@ -223,13 +223,14 @@ def create_training_job(ctx: AwsContext, request: dict[str, Any]) -> str:
     return str(request["TrainingJobName"])
 
 
+def sagemaker_describe(ctx: AwsContext, what: str, operation: str, **key: str) -> dict[str, Any]:
+    """One SageMaker Describe* call (`operation` is the client method) as a plain dict."""
+    return dict(call(f"describe {what}", getattr(ctx.client("sagemaker"), operation), **key))
+
+
 def describe_training_job(ctx: AwsContext, name: str) -> dict[str, Any]:
-    return dict(
-        call(
-            f"describe training job {name}",
-            ctx.client("sagemaker").describe_training_job,
-            TrainingJobName=name,
-        )
+    return sagemaker_describe(
+        ctx, f"training job {name}", "describe_training_job", TrainingJobName=name
     )
 
 
@@ -252,6 +253,49 @@ def job_status_text(description: dict[str, Any]) -> str:
     return f"{status} ({secondary})" if secondary and secondary != status else status
 
 
+@dataclass(frozen=True)
+class JobKind:
+    """What following one kind of SageMaker job takes: how to describe it, where its status
+    is, and the one-line status text that is reported when it changes."""
+
+    label: str  # "training job"
+    describe: Callable[[AwsContext, str], dict[str, Any]]
+    status_key: str
+    status_text: Callable[[dict[str, Any]], str]
+
+
+def wait_job(
+    ctx: AwsContext,
+    name: str,
+    kind: JobKind,
+    *,
+    poll_interval: float,
+    on_status: Callable[[str], None],
+    on_poll: Callable[[], None] = lambda: None,
+) -> dict[str, Any]:
+    """Poll until Completed/Failed/Stopped, telling `on_status` each new status text."""
+    last = [""]
+
+    def poll(description: dict[str, Any]) -> None:
+        text = kind.status_text(description)
+        if text != last[0]:
+            last[0] = text
+            on_status(text)
+        on_poll()
+
+    return wait_until(
+        lambda: kind.describe(ctx, name),
+        lambda d: str(d[kind.status_key]),
+        FINAL,
+        what=f"{kind.label} {name}",
+        poll_interval=poll_interval,
+        on_poll=poll,
+    )
+
+
+TRAINING_JOB = JobKind("training job", describe_training_job, "TrainingJobStatus", job_status_text)
+
+
 def wait_training_job(
     ctx: AwsContext,
     name: str,
@@ -262,25 +306,19 @@ def wait_training_job(
 ) -> dict[str, Any]:
     """Poll until Completed/Failed/Stopped, streaming log lines; returns the description."""
     watch = watch or JobWatch()
-    watch.tail = LogTail(ctx, f"{name}/") if logs else None
-    last = [""]
+    tail = watch.tail = LogTail(ctx, f"{name}/") if logs else None
 
-    def on_poll(description: dict[str, Any]) -> None:
-        text = job_status_text(description)
-        if text != last[0]:
-            last[0] = text
-            watch.on_status(text)
-        if watch.tail is not None:
-            for line in watch.tail.poll():
-                watch.on_log(line)
+    def stream_logs() -> None:
+        for line in tail.poll() if tail is not None else ():
+            watch.on_log(line)
 
-    return wait_until(
-        lambda: describe_training_job(ctx, name),
-        lambda d: str(d["TrainingJobStatus"]),
-        FINAL,
-        what=f"training job {name}",
+    return wait_job(
+        ctx,
+        name,
+        TRAINING_JOB,
         poll_interval=poll_interval,
-        on_poll=on_poll,
+        on_status=watch.on_status,
+        on_poll=stream_logs,
     )
 
 
@@ -300,17 +338,12 @@ def raise_if_failed(description: dict[str, Any], last_lines: list[str]) -> None:
 def record_latest(
     ctx: AwsContext, cfg: DogclfConfig, description: dict[str, Any], source: str
 ) -> LatestModel:
-    """Point models/latest.json at this job's model.tar.gz and final metrics."""
-    latest = LatestModel(
-        model_data=description["ModelArtifacts"]["S3ModelArtifacts"],
+    """Point models/latest.json at this job's model.tar.gz (SageMaker uploaded it) and
+    final metrics."""
+    return publish_model(
+        ctx,
+        cfg,
+        description["ModelArtifacts"]["S3ModelArtifacts"],
         source=source,
         metrics=final_metrics(description),
-    )
-    write_latest(ctx, cfg, latest)
-    return latest
-
-
-def stop_training_job(ctx: AwsContext, name: str) -> None:
-    call(
-        f"stop training job {name}", ctx.client("sagemaker").stop_training_job, TrainingJobName=name
     )

@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dogclf.aws.polling import wait_until
 from dogclf.aws.session import AwsContext, call, tag_list
 from dogclf.aws.training_jobs import (
+    JobKind,
     describe_training_job,
     framework_hyperparameters,
     job_shape,
     program_hyperparameters,
+    sagemaker_describe,
+    wait_job,
 )
 from dogclf.errors import ConfigError, ResourceFailedError
 
 if TYPE_CHECKING:
     from dogclf.config import DogclfConfig
-
-FINAL = {"Completed", "Failed", "Stopped"}
 
 
 def tuning_stamp() -> str:
@@ -139,12 +140,9 @@ def create_tuning_job(ctx: AwsContext, request: dict[str, Any]) -> str:
 
 
 def describe_tuning_job(ctx: AwsContext, name: str) -> dict[str, Any]:
-    return dict(
-        call(
-            f"describe tuning job {name}",
-            ctx.client("sagemaker").describe_hyper_parameter_tuning_job,
-            HyperParameterTuningJobName=name,
-        )
+    operation = "describe_hyper_parameter_tuning_job"
+    return sagemaker_describe(
+        ctx, f"tuning job {name}", operation, HyperParameterTuningJobName=name
     )
 
 
@@ -163,25 +161,19 @@ def tuning_status_text(description: dict[str, Any]) -> str:
     return text
 
 
+TUNING_JOB = JobKind(
+    "tuning job", describe_tuning_job, "HyperParameterTuningJobStatus", tuning_status_text
+)
+
+
 def wait_tuning_job(
-    ctx: AwsContext, name: str, *, poll_interval: float = 60.0, on_status: Any = None
+    ctx: AwsContext,
+    name: str,
+    *,
+    poll_interval: float = 60.0,
+    on_status: Callable[[str], None] = lambda text: None,
 ) -> dict[str, Any]:
-    last = [""]
-
-    def on_poll(description: dict[str, Any]) -> None:
-        text = tuning_status_text(description)
-        if on_status is not None and text != last[0]:
-            last[0] = text
-            on_status(text)
-
-    return wait_until(
-        lambda: describe_tuning_job(ctx, name),
-        lambda d: str(d["HyperParameterTuningJobStatus"]),
-        FINAL,
-        what=f"tuning job {name}",
-        poll_interval=poll_interval,
-        on_poll=on_poll,
-    )
+    return wait_job(ctx, name, TUNING_JOB, poll_interval=poll_interval, on_status=on_status)
 
 
 def unquote(value: str) -> str:
@@ -205,13 +197,9 @@ class BestJob:
     description: dict[str, Any]
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "tuning_job": self.tuning_job,
-            "best_training_job": self.training_job,
-            "hyperparameters": self.hyperparameters,
-            "objective": self.objective,
-            "model_data": self.model_data,
-        }
+        """Every field but the full description, `training_job` as `best_training_job`."""
+        shown = {k: v for k, v in vars(self).items() if k != "description"}
+        return {"best_training_job" if k == "training_job" else k: v for k, v in shown.items()}
 
 
 def best_job(ctx: AwsContext, description: dict[str, Any]) -> BestJob:
@@ -233,12 +221,4 @@ def best_job(ctx: AwsContext, description: dict[str, Any]) -> BestJob:
         objective=dict(best.get("FinalHyperParameterTuningJobObjectiveMetric", {})),
         model_data=job["ModelArtifacts"]["S3ModelArtifacts"],
         description=job,
-    )
-
-
-def stop_tuning_job(ctx: AwsContext, name: str) -> None:
-    call(
-        f"stop tuning job {name}",
-        ctx.client("sagemaker").stop_hyper_parameter_tuning_job,
-        HyperParameterTuningJobName=name,
     )

@@ -11,6 +11,10 @@ import typer
 if TYPE_CHECKING:
     from dogclf.config import DogclfConfig
 
+# ctx.meta key: when set, the group lets a command's error reach its caller instead of
+# printing it (commands/in_process.py, for the demo, which reports each step's failure).
+RAISE_ERRORS = "dogclf.raise_errors"
+
 
 class State:
     """Global options, shared with every command through the click context."""

@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from dogclf.commands.options import JSON_OPTION
 
 
 def demo(
+    ctx: typer.Context,
     workdir: Path = typer.Option(
         Path("demo-work"), "--workdir", help="Where the dataset, jobs, config and logs go."
     ),
@@ -33,32 +35,19 @@ def demo(
     """Upload -> train -> deploy -> scale -> lambda-deploy -> predict -> status -> teardown,
     on an embedded AWS emulator: no account, no Docker, no network."""
     from dogclf import render
+    from dogclf.commands.in_process import command_runner
     from dogclf.errors import DogclfError, require_extra
 
-    require_extra("torch", "torch", "demo")
-    require_extra("moto", "emulator", "demo")
+    for module, extra in (("torch", "torch"), ("moto", "emulator")):
+        require_extra(module, extra, "demo")
     from dogclf.local.demo import Demo, DemoOptions, isolated_environ
 
-    opts = DemoOptions(
-        workdir=workdir,
-        data=data,
-        keep=keep,
-        classes=classes,
-        per_class=images_per_class,
-        epochs=epochs,
-    )
-
-    def narrate(line: str) -> None:
-        render.err.rule(f"[bold]{line}[/bold]", align="left")
-
-    def on_done(report: Any) -> None:
-        if report.ok:
-            render.success(f"{report.name} ({report.seconds:.1f} s): {report.created}")
-        else:
-            render.err.print(f"[bold red]✗ {report.name}:[/bold red] {report.error}")
-
+    opts = DemoOptions(workdir, data, keep, classes, images_per_class, epochs)
+    group = ctx.find_root().command  # each step runs a real command through this group
+    assert isinstance(group, TyperGroup)
+    run = command_runner(group)
     with isolated_environ():
-        runner = Demo(opts, narrate, on_done)
+        runner = Demo(opts, _narrate, _on_done, run=run)
         result = runner.run()
         if as_json:
             render.print_json(result.as_dict())
@@ -72,6 +61,21 @@ def demo(
             )
         if keep:
             _hold(runner, result.env)
+
+
+def _narrate(line: str) -> None:
+    from dogclf import render
+
+    render.err.rule(f"[bold]{line}[/bold]", align="left")
+
+
+def _on_done(report: Any) -> None:
+    from dogclf import render
+
+    if report.ok:
+        render.success(f"{report.name} ({report.seconds:.1f} s): {report.created}")
+    else:
+        render.err.print(f"[bold red]✗ {report.name}:[/bold red] {report.error}")
 
 
 def _print_summary(result: Any) -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dogclf.commands.options import DRY_RUN_OPTION, JSON_OPTION
-from dogclf.commands.train_cmds import POLL_INTERVAL_OPTION
+from dogclf.commands.options import DRY_RUN_OPTION, JSON_OPTION, POLL_INTERVAL_OPTION
 
 
 def deploy(
@@ -20,7 +19,7 @@ def deploy(
     """Serve a model on the real-time endpoint; a changed deploy switches it blue/green."""
     from dogclf import render
     from dogclf.aws.artifacts import resolve_model_uri
-    from dogclf.aws.endpoints import DeploySpec, describe_endpoint, plan_deploy
+    from dogclf.aws.endpoints import DeploySpec, DeployWatch, describe_endpoint, plan_deploy
     from dogclf.aws.images import inference_image
     from dogclf.aws.session import AwsContext, require_role
     from dogclf.commands.context import state
@@ -34,9 +33,12 @@ def deploy(
     image = inference_image(cfg, aws.region)
     spec = DeploySpec.build(cfg, model_data=model_data, image=image, role=role, region=aws.region)
     plan = Plan(f"deploy {model_data} -> endpoint {spec.endpoint}")
-    plan_deploy(
-        plan, aws, cfg, spec, poll_interval=30.0 if poll_interval is None else poll_interval
+    watch = DeployWatch(
+        poll_interval=30.0 if poll_interval is None else poll_interval,
+        on_status=render.note,
+        on_warning=render.warn,
     )
+    plan_deploy(plan, aws, cfg, spec, watch)
     summary = {
         "endpoint": spec.endpoint,
         "endpoint_config": spec.config_name,

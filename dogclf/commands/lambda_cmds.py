@@ -26,7 +26,9 @@ def lambda_deploy(
     aws = AwsContext.from_config(cfg)
     with render.err.status("reading what exists", spinner="dots"):
         plan = lambda_fn.plan_deploy(aws, cfg)
-    lambda_fn.note_missing_endpoint(aws, cfg)
+    warning = lambda_fn.missing_endpoint_warning(aws, cfg)
+    if warning:
+        render.warn(warning)
     if show_plan(plan, dry_run=dry_run, as_json=as_json):
         return
     apply_plan(plan)

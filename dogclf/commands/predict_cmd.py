@@ -53,7 +53,7 @@ def predict(
     from dogclf import render
     from dogclf.commands.context import state
     from dogclf.predict.base import PredictOptions, make_predictor
-    from dogclf.predict.files import collect_images, predict_files
+    from dogclf.predict.files import collect_images
 
     cfg = state(ctx).config()
     if model is not None and via is not Via.local:
@@ -62,9 +62,25 @@ def predict(
     size = batch_size or cfg.serving.max_batch_size
     paths = collect_images(inputs)
     options = PredictOptions(model=model, endpoint_name=endpoint_name, top_k=k, batch_size=size)
+    with make_predictor(via.value, cfg, options) as predictor:
+        results, failures = _classify(predictor, paths, k, size, show_tables=not as_json)
+    if as_json:
+        render.print_json(results)
+    if failures:
+        raise typer.Exit(1)
+
+
+def _classify(
+    predictor: Any, paths: list[Path], k: int, size: int, *, show_tables: bool
+) -> tuple[list[dict[str, Any]], int]:
+    """Every image through `predictor`: the results, and how many failed (each failure
+    printed at once on stderr, each success as a table unless --json)."""
+    from dogclf import render
+    from dogclf.predict.files import predict_files
+
     results: list[dict[str, Any]] = []
     failures = 0
-    with make_predictor(via.value, cfg, options) as predictor, _progress(len(paths), size) as tick:
+    with _progress(len(paths), size) as tick:
         for result in predict_files(predictor, paths, k, size):
             tick()
             results.append(result.as_dict())
@@ -73,12 +89,9 @@ def predict(
                 render.err.print(
                     f"[bold red]Error:[/bold red] {result.image}: {result.error}", highlight=False
                 )
-            elif not as_json:
+            elif show_tables:
                 _print_table(result.image, result.predictions or [])
-    if as_json:
-        render.print_json(results)
-    if failures:
-        raise typer.Exit(1)
+    return results, failures
 
 
 def _print_table(image: str, predictions: list[dict[str, Any]]) -> None:

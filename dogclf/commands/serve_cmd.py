@@ -6,6 +6,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
+from typing import Any
 
 import typer
 
@@ -46,113 +47,86 @@ class _Signals:
                 signal.signal(sig, handler)
 
 
+# The command's options, named once here so its signature reads as a list.
+MODEL_ARGUMENT = typer.Argument(
+    ...,
+    metavar="MODEL",
+    help="model.tar.gz, its extracted folder, s3://.../model.tar.gz, or `latest`.",
+)
+HOST_OPTION = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 in a container).")
+PORT_OPTION = typer.Option(
+    None, min=0, max=65535, help="Port \\[default: serving.port, 8080]; 0 = any free."
+)
+BATCH_OPTION = typer.Option(
+    None, min=1, max=256, help="Images per forward pass \\[serving.max_batch_size]."
+)
+WAIT_HELP = "How long a batch waits for more requests \\[serving.max_batch_wait_ms]."
+WAIT_OPTION = typer.Option(None, min=0, max=1000, help=WAIT_HELP)
+DECODE_HELP = "Images decoded at once \\[serving.decode_threads, else CPU count]."
+WORKERS_HELP = "Forward passes run side by side \\[1 on a GPU; on a CPU one per core, up to 4]."
+ACCESS_LOG_HELP = "Log every request (errors are always logged)."
+PRECISION_HELP = "auto: bf16 on a CPU with native bf16 (AVX512-BF16, AMX), else fp32."
+
+
 def serve(
     ctx: typer.Context,
-    model: str = typer.Argument(
-        ...,
-        metavar="MODEL",
-        help="model.tar.gz, its extracted folder, s3://.../model.tar.gz, or `latest`.",
-    ),
-    host: str = typer.Option(
-        "127.0.0.1", "--host", help="Address to listen on (0.0.0.0 in a container)."
-    ),
-    port: int | None = typer.Option(
-        None, "--port", min=0, max=65535, help="Port \\[default: serving.port, 8080]; 0 = any free."
-    ),
-    max_batch_size: int | None = typer.Option(
-        None,
-        "--max-batch-size",
-        min=1,
-        max=256,
-        help="Images per forward pass \\[serving.max_batch_size].",
-    ),
-    max_batch_wait_ms: float | None = typer.Option(
-        None,
-        "--max-batch-wait-ms",
-        min=0,
-        max=1000,
-        help="How long a batch waits for more requests \\[serving.max_batch_wait_ms].",
-    ),
-    decode_threads: int | None = typer.Option(
-        None,
-        "--decode-threads",
-        min=1,
-        help="Images decoded at once \\[serving.decode_threads, else CPU count].",
-    ),
-    workers: int | None = typer.Option(
-        None,
-        "--workers",
-        min=1,
-        max=64,
-        help="Forward passes run side by side \\[1 on a GPU; on a CPU one per core, up to 4].",
-    ),
+    model: str = MODEL_ARGUMENT,
+    host: str = HOST_OPTION,
+    port: int | None = PORT_OPTION,
+    max_batch_size: int | None = BATCH_OPTION,
+    max_batch_wait_ms: float | None = WAIT_OPTION,
+    decode_threads: int | None = typer.Option(None, min=1, help=DECODE_HELP),
+    workers: int | None = typer.Option(None, min=1, max=64, help=WORKERS_HELP),
     torch_threads: int | None = typer.Option(
-        None, "--torch-threads", min=1, help="Threads of one forward pass \\[CPUs / workers]."
+        None, min=1, help="Threads of one forward pass \\[CPUs / workers]."
     ),
-    precision: Precision = typer.Option(
-        Precision.auto,
-        "--precision",
-        help="auto: bf16 on a CPU with native bf16 (AVX512-BF16, AMX), else fp32.",
-    ),
-    access_log: bool = typer.Option(
-        False, "--access-log", help="Log every request (errors are always logged)."
-    ),
+    precision: Precision = typer.Option(Precision.auto, help=PRECISION_HELP),
+    access_log: bool = typer.Option(False, "--access-log", help=ACCESS_LOG_HELP),
 ) -> None:
     """Serve a model over HTTP: GET /ping, POST /invocations, POST /endpoints/NAME/invocations.
 
     boto3's sagemaker-runtime client reaches it with AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://127.0.0.1:8080. Stops cleanly on SIGTERM/Ctrl-C, finishing the requests in flight.
     """
-    import os
-    import time
-
     from dogclf.commands.context import state
-    from dogclf.errors import DogclfError, require_extra
+    from dogclf.errors import require_extra
 
     require_extra("torch", "torch", "serve")
     cfg = state(ctx).config()
-    from dogclf import render
-    from dogclf.aws.model_source import is_remote, open_model_dir
-    from dogclf.model.artifact import load_errors, local_model_path
+    from dogclf.aws.model_source import is_remote
+    from dogclf.model.artifact import local_model_path
+    from dogclf.serving.server import service_from_config, start_server
 
     if not is_remote(model):
         local_model_path(model)  # fail now, before binding the port
-
-    from dogclf.model.inference import Limits
-    from dogclf.serving.server import InferenceService, ModelServer
-
-    s = cfg.serving
-    limits = Limits(
-        max_payload_bytes=int(s.max_payload_mb * 1024 * 1024),
-        max_image_pixels=s.max_image_pixels,
-        top_k=s.top_k,
-        url_allow_hosts=tuple(h.lower() for h in s.url_allow_hosts),
-    )
-    service = InferenceService(
-        limits,
-        max_batch_size=max_batch_size or s.max_batch_size,
-        max_batch_wait_ms=s.max_batch_wait_ms if max_batch_wait_ms is None else max_batch_wait_ms,
-        decode_threads=decode_threads or s.decode_threads or os.cpu_count() or 1,
+    service = service_from_config(
+        cfg.serving,
+        max_batch_size=max_batch_size,
+        max_batch_wait_ms=max_batch_wait_ms,
+        decode_threads=decode_threads,
         workers=workers,
         torch_threads=torch_threads,
         precision=precision.value,
     )
-    listen_port = s.port if port is None else port
-    try:
-        server = ModelServer(service, host, listen_port, access_log=access_log).start()
-    except OSError as exc:
-        raise DogclfError(
-            f"cannot listen on {host}:{listen_port}: {exc.strerror}",
-            "pick another --port (0 = any free port), or stop what is using it",
-        ) from None
+    listen_port = cfg.serving.port if port is None else port
+    server = start_server(service, host, listen_port, access_log=access_log)
+    _serve_until_stopped(server, model, cfg)
 
+
+def _serve_until_stopped(server: Any, model: str, cfg: Any) -> None:
+    """Load the model behind the bound server, announce it, serve until SIGTERM/SIGINT."""
+    import time
+
+    from dogclf import render
+    from dogclf.aws.model_source import open_model_dir
+    from dogclf.errors import DogclfError
+    from dogclf.model.artifact import load_errors
+
+    service = server.service
     stop = _Signals()
     with stop.installed():
         render.note(f"Listening on {server.url} (/ping answers 503 until the model is loaded)")
         try:
-            with (
-                open_model_dir(model, cfg) as model_dir,
-                load_errors(model),
-            ):
+            with open_model_dir(model, cfg) as model_dir, load_errors(model):
                 classifier = service.load(model_dir)
             stop.loaded = True
         except _StopBeforeReady:
@@ -176,8 +150,7 @@ def serve(
         # signal the kernel handed to another thread is still seen within half a second.
         while not stop.received:
             time.sleep(0.5)
-        in_flight = server.httpd.in_flight
-        render.note(f"Shutting down: finishing {in_flight} request(s) in flight...")
+        render.note(f"Shutting down: finishing {server.httpd.in_flight} request(s) in flight...")
         unfinished = server.stop()
     if unfinished:
         raise DogclfError(f"{unfinished} request(s) did not finish within 30 s of the shutdown")

@@ -89,25 +89,10 @@ def teardown(
     if show_plan(plan, dry_run=dry_run, as_json=as_json):
         return
     if plan.is_noop:
-        tagged = tagged_leftovers(aws, cfg)
-        if tagged:  # tagged as ours, but of no kind dogclf knows how to delete
-            raise DogclfError(
-                "nothing left that dogclf deletes, but these are still tagged "
-                f"dogclf:project={cfg.project}, dogclf:stage={cfg.stage}:\n" + "\n".join(tagged),
-                "delete them in the AWS console (or with the tool that made them)",
-            )
-        if as_json:
-            render.print_json({"deleted": [], "left": {"steps": [], "tagged": tagged}})
-        else:
-            render.out.print(f"{cfg.project}/{cfg.stage}: nothing to delete", highlight=False)
+        _nothing_to_delete(tagged_leftovers(aws, cfg), cfg, as_json=as_json)
         return
     if not yes:
-        if not sys.stdin.isatty():
-            raise DogclfError(
-                f"teardown would delete {len(plan.changes)} resource(s) and stdin is not a terminal",
-                "pass --yes to confirm non-interactively (review the plan above first)",
-            )
-        typer.confirm(f"Delete these {len(plan.changes)} resource(s)?", abort=True, err=True)
+        _confirm(len(plan.changes))
     apply_plan(plan)
     left = leftovers(aws, cfg, data=data)
     if as_json:
@@ -126,6 +111,35 @@ def teardown(
             f"{cfg.project}/{cfg.stage}: deleted {len(plan.changes)} resource(s); nothing left{swept}",
             highlight=False,
         )
+
+
+def _nothing_to_delete(tagged: list[str] | None, cfg: Any, *, as_json: bool) -> None:
+    """Nothing dogclf deletes is left; anything still tagged as ours is an error."""
+    from dogclf import render
+    from dogclf.errors import DogclfError
+
+    if tagged:  # tagged as ours, but of no kind dogclf knows how to delete
+        raise DogclfError(
+            "nothing left that dogclf deletes, but these are still tagged "
+            f"dogclf:project={cfg.project}, dogclf:stage={cfg.stage}:\n" + "\n".join(tagged),
+            "delete them in the AWS console (or with the tool that made them)",
+        )
+    if as_json:
+        render.print_json({"deleted": [], "left": {"steps": [], "tagged": tagged}})
+    else:
+        render.out.print(f"{cfg.project}/{cfg.stage}: nothing to delete", highlight=False)
+
+
+def _confirm(count: int) -> None:
+    """Ask on a terminal; refuse without --yes anywhere else."""
+    from dogclf.errors import DogclfError
+
+    if not sys.stdin.isatty():
+        raise DogclfError(
+            f"teardown would delete {count} resource(s) and stdin is not a terminal",
+            "pass --yes to confirm non-interactively (review the plan above first)",
+        )
+    typer.confirm(f"Delete these {count} resource(s)?", abort=True, err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,39 +3,29 @@ job run here under the emulated container contract."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from dogclf.commands.options import DRY_RUN_OPTION, JSON_OPTION
+from dogclf.commands.options import DRY_RUN_OPTION, JSON_OPTION, POLL_INTERVAL_OPTION
 
-# Seconds between status polls; tests (and the demo, against the emulator) pass 0.
-POLL_INTERVAL_OPTION = typer.Option(
-    None, "--poll-interval", min=0, hidden=True, help="Seconds between status polls."
-)
+TUNE_HELP = "A hyperparameter tuning job over the [hpo] ranges."
+LOCAL_HELP = "Run the same job here (no Docker): the container contract emulated."
+DATA_HELP = "--local: dataset folder \\[default: data.local_dir, else S3 data]."
+UPLOAD_HELP = "--local: put model.tar.gz in S3 and point latest at it."
 
 
 def train_sagemaker(
     ctx: typer.Context,
-    tune: bool = typer.Option(
-        False, "--tune", help="A hyperparameter tuning job over the [hpo] ranges."
-    ),
-    local: bool = typer.Option(
-        False, "--local", help="Run the same job here (no Docker): the container contract emulated."
-    ),
-    wait: bool = typer.Option(
-        True, "--wait/--no-wait", help="Follow status and logs until the job ends."
-    ),
-    data: Path | None = typer.Option(
-        None, "--data", help="--local: dataset folder \\[default: data.local_dir, else S3 data]."
-    ),
-    workdir: Path = typer.Option(
-        Path(".dogclf/jobs"), "--workdir", help="--local: where job folders go."
-    ),
-    upload: bool = typer.Option(
-        False, "--upload", help="--local: put model.tar.gz in S3 and point latest at it."
-    ),
+    tune: bool = typer.Option(False, "--tune", help=TUNE_HELP),
+    local: bool = typer.Option(False, "--local", help=LOCAL_HELP),
+    wait: bool = typer.Option(True, help="Follow status and logs until the job ends."),
+    data: Path | None = typer.Option(None, help=DATA_HELP),
+    workdir: Path = typer.Option(Path(".dogclf/jobs"), help="--local: where job folders go."),
+    upload: bool = typer.Option(False, "--upload", help=UPLOAD_HELP),
     poll_interval: float | None = POLL_INTERVAL_OPTION,
     dry_run: bool = DRY_RUN_OPTION,
     as_json: bool = JSON_OPTION,
@@ -54,22 +44,9 @@ def train_sagemaker(
             cfg, data=data, workdir=workdir, upload=upload, dry_run=dry_run, as_json=as_json
         )
         return
-    if tune:
-        _tune(
-            cfg,
-            wait=wait,
-            poll=30.0 if poll_interval is None else poll_interval,
-            dry_run=dry_run,
-            as_json=as_json,
-        )
-    else:
-        _train(
-            cfg,
-            wait=wait,
-            poll=30.0 if poll_interval is None else poll_interval,
-            dry_run=dry_run,
-            as_json=as_json,
-        )
+    poll = 30.0 if poll_interval is None else poll_interval
+    run = _tune if tune else _train
+    run(cfg, wait=wait, poll=poll, dry_run=dry_run, as_json=as_json)
 
 
 def _prepare(cfg: Any, title: str) -> tuple[Any, Any, str, str, str]:
@@ -93,7 +70,6 @@ def _prepare(cfg: Any, title: str) -> tuple[Any, Any, str, str, str]:
 def _train(cfg: Any, *, wait: bool, poll: float, dry_run: bool, as_json: bool) -> None:
     from dogclf import render
     from dogclf.aws import training_jobs as tj
-    from dogclf.commands.plans import apply_plan, show_plan
     from dogclf.plan import Action
 
     aws, plan, role, image, source_uri = _prepare(cfg, "train-sagemaker")
@@ -123,11 +99,9 @@ def _train(cfg: Any, *, wait: bool, poll: float, dry_run: bool, as_json: bool) -
             f"{shape}; {image.rsplit('/', 1)[-1]}",
             lambda: tj.create_training_job(aws, request),
         )
-    if show_plan(plan, dry_run=dry_run, as_json=as_json, request=request):
-        return
-    apply_plan(plan)
-    if not wait:
-        _print_started(name, "training job", as_json)
+    if not _submitted(
+        plan, request, name, "training job", dry_run=dry_run, as_json=as_json, wait=wait
+    ):
         return
     description, tail = _follow_training_job(aws, name, poll)
     tj.raise_if_failed(description, tail)
@@ -153,12 +127,7 @@ def _follow_training_job(aws: Any, name: str, poll: float) -> tuple[dict[str, An
     from dogclf import render
     from dogclf.aws import training_jobs as tj
 
-    with render.err.status(f"training job {name}: starting", spinner="dots") as status:
-
-        def on_status(text: str) -> None:
-            status.update(f"training job {name}: {text}")
-            render.note(f"training job {name}: {text}")
-
+    with _job_status(f"training job {name}") as on_status:
         watch = tj.JobWatch(
             on_log=lambda line: render.err.print(line, markup=False, highlight=False),
             on_status=on_status,
@@ -168,21 +137,52 @@ def _follow_training_job(aws: Any, name: str, poll: float) -> tuple[dict[str, An
     return description, tail
 
 
-def _print_started(name: str, kind: str, as_json: bool) -> None:
+@contextmanager
+def _job_status(what: str) -> Iterator[Callable[[str], None]]:
+    """A spinner saying `what` is starting; the callback shows (and notes) each new status."""
     from dogclf import render
 
+    with render.err.status(f"{what}: starting", spinner="dots") as status:
+
+        def on_status(text: str) -> None:
+            status.update(f"{what}: {text}")
+            render.note(f"{what}: {text}")
+
+        yield on_status
+
+
+def _submitted(
+    plan: Any,
+    request: dict[str, Any],
+    name: str,
+    kind: str,
+    *,
+    dry_run: bool,
+    as_json: bool,
+    wait: bool,
+) -> bool:
+    """Show the plan, then (not --dry-run) create the job; True when the caller should
+    follow it (--wait), else it says the job started."""
+    from dogclf import render
+    from dogclf.commands.plans import apply_plan, show_plan
+
+    if show_plan(plan, dry_run=dry_run, as_json=as_json, request=request):
+        return False
+    apply_plan(plan)
+    if wait:
+        return True
     if as_json:
         render.print_json({"job": name, "kind": kind, "status": "InProgress"})
     else:
         render.out.print(name, highlight=False)
         render.note(f"{kind} started; follow it with `dogclf status`")
+    return False
 
 
 def _tune(cfg: Any, *, wait: bool, poll: float, dry_run: bool, as_json: bool) -> None:
     from dogclf import render
     from dogclf.aws import training_jobs as tj
     from dogclf.aws import tuning_jobs as hpo
-    from dogclf.commands.plans import apply_plan, show_plan
     from dogclf.plan import Action
 
     aws, plan, role, image, source_uri = _prepare(cfg, "train-sagemaker --tune")
@@ -200,18 +200,11 @@ def _tune(cfg: Any, *, wait: bool, poll: float, dry_run: bool, as_json: bool) ->
         f"{cfg.training.instance_type} each",
         lambda: hpo.create_tuning_job(aws, request),
     )
-    if show_plan(plan, dry_run=dry_run, as_json=as_json, request=request):
+    if not _submitted(
+        plan, request, name, "tuning job", dry_run=dry_run, as_json=as_json, wait=wait
+    ):
         return
-    apply_plan(plan)
-    if not wait:
-        _print_started(name, "tuning job", as_json)
-        return
-    with render.err.status(f"tuning job {name}: starting", spinner="dots") as status:
-
-        def on_status(text: str) -> None:
-            status.update(f"tuning job {name}: {text}")
-            render.note(f"tuning job {name}: {text}")
-
+    with _job_status(f"tuning job {name}") as on_status:
         description = hpo.wait_tuning_job(aws, name, poll_interval=poll, on_status=on_status)
     best = hpo.best_job(aws, description)
     tj.record_latest(aws, cfg, best.description, f"train-sagemaker --tune:{best.training_job}")
@@ -241,33 +234,11 @@ def _train_local(
 ) -> None:
     from dogclf import render
     from dogclf.aws import training_jobs as tj
-    from dogclf.commands.plans import render_plan
-    from dogclf.plan import Action, Plan
+    from dogclf.commands.plans import show_plan
 
     name = f"local-{tj.job_stamp()}"
     root = data or cfg.data.local_dir
-    plan = Plan("train-sagemaker --local")
-    source = str(root) if root else cfg.s3_prefix("data") + "/"
-    if root is None:
-        plan.add(Action.CREATE, "local data", str(workdir / "data"), f"download {source}")
-    t = cfg.training
-    plan.add(
-        Action.CREATE,
-        "local job",
-        str(workdir / name),
-        f"{t.arch}, {t.epochs} epochs, {t.instance_count} emulated host(s), data {source}",
-    )
-    if upload:
-        plan.add(
-            Action.CREATE,
-            "s3 object",
-            cfg.s3_prefix("models", name, "output", "model.tar.gz"),
-            "upload the model and update the latest pointer",
-        )
-    render_plan(plan)
-    if dry_run:
-        if as_json:
-            render.print_json({"dry_run": True, "plan": plan.as_dict()})
+    if show_plan(_local_plan(cfg, name, root, workdir, upload), dry_run=dry_run, as_json=as_json):
         return
     from dogclf.local.runner import run_local_job
 
@@ -279,7 +250,7 @@ def _train_local(
         cfg,
         channels,
         workdir,
-        instance_count=t.instance_count,
+        instance_count=cfg.training.instance_count,
         job_name=name,
         on_log=lambda line: render.err.print(line, markup=False, highlight=False),
     )
@@ -301,6 +272,31 @@ def _train_local(
         )
 
 
+def _local_plan(cfg: Any, name: str, root: Path | None, workdir: Path, upload: bool) -> Any:
+    """What `train-sagemaker --local` will do (shown only: the job runs after it)."""
+    from dogclf.plan import Action, Plan
+
+    plan = Plan("train-sagemaker --local")
+    source = str(root) if root else cfg.s3_prefix("data") + "/"
+    if root is None:
+        plan.add(Action.CREATE, "local data", str(workdir / "data"), f"download {source}")
+    t = cfg.training
+    plan.add(
+        Action.CREATE,
+        "local job",
+        str(workdir / name),
+        f"{t.arch}, {t.epochs} epochs, {t.instance_count} emulated host(s), data {source}",
+    )
+    if upload:
+        plan.add(
+            Action.CREATE,
+            "s3 object",
+            cfg.s3_prefix("models", name, "output", "model.tar.gz"),
+            "upload the model and update the latest pointer",
+        )
+    return plan
+
+
 def _download_channels(cfg: Any, target: Path) -> dict[str, Path]:
     from dogclf import render
     from dogclf.aws.s3_sync import download_prefix
@@ -316,20 +312,18 @@ def _download_channels(cfg: Any, target: Path) -> dict[str, Path]:
 
 
 def _upload_local_model(cfg: Any, name: str, result: Any) -> str:
-    from dogclf.aws.artifacts import LatestModel, upload_file, write_latest
+    from dogclf.aws.artifacts import publish_model
     from dogclf.aws.session import AwsContext
 
-    aws = AwsContext.from_config(cfg)
-    uri = upload_file(
-        aws, result.model_tar, cfg.s3_prefix("models", name, "output", "model.tar.gz")
-    )
-    metrics = result.metrics if isinstance(result.metrics, dict) else {}
-    write_latest(
-        aws,
+    latest = publish_model(
+        AwsContext.from_config(cfg),
         cfg,
-        LatestModel(model_data=uri, source=f"train-sagemaker --local:{name}", metrics=metrics),
+        cfg.s3_prefix("models", name, "output", "model.tar.gz"),
+        source=f"train-sagemaker --local:{name}",
+        metrics=result.metrics if isinstance(result.metrics, dict) else {},
+        tarball=result.model_tar,
     )
-    return uri
+    return latest.model_data
 
 
 def register(app: typer.Typer) -> None:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from dogclf.commands.options import DRY_RUN_OPTION, JSON_OPTION
+
+CREATE_BUCKET_HELP = (
+    "Create aws.bucket if missing (private, encrypted, TLS-only); also aws.create_bucket."
+)
+CHECK_IMAGES_OPTION = typer.Option(
+    None,
+    "--check-images/--no-check-images",
+    help="Decode every image first \\[default: data.check_images].",
+)
 
 
 def upload(
@@ -18,19 +28,11 @@ def upload(
     delete: bool = typer.Option(
         False, "--delete", help="Remove objects under the data prefix that are no longer local."
     ),
-    create_bucket: bool = typer.Option(
-        False,
-        "--create-bucket",
-        help="Create aws.bucket if missing (private, encrypted, TLS-only); also aws.create_bucket.",
-    ),
+    create_bucket: bool = typer.Option(False, "--create-bucket", help=CREATE_BUCKET_HELP),
     workers: int | None = typer.Option(
         None, "--workers", min=1, max=128, help="Parallel uploads \\[default: data.upload_workers]."
     ),
-    check_images: bool | None = typer.Option(
-        None,
-        "--check-images/--no-check-images",
-        help="Decode every image first \\[default: data.check_images].",
-    ),
+    check_images: bool | None = CHECK_IMAGES_OPTION,
     dry_run: bool = DRY_RUN_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -38,14 +40,11 @@ def upload(
     from rich.filesize import decimal
 
     from dogclf import render
-    from dogclf.aws.s3 import plan_bucket
-    from dogclf.aws.s3_sync import PartSizes, SyncPlan, local_files, plan_sync, run_sync
+    from dogclf.aws.dataset_upload import UploadOptions, plan_dataset_upload
     from dogclf.aws.session import AwsContext
     from dogclf.commands.context import state
     from dogclf.commands.plans import apply_plan, show_plan
-    from dogclf.errors import ConfigError, DatasetError
-    from dogclf.model.dataset_check import check_layout
-    from dogclf.plan import Action, Plan
+    from dogclf.errors import ConfigError
 
     cfg = state(ctx).config()
     root = data_dir or cfg.data.local_dir
@@ -55,6 +54,50 @@ def upload(
         )
     workers = workers or cfg.data.upload_workers
     decode = cfg.data.check_images if check_images is None else check_images
+    report = _check_dataset(root, decode, workers)
+    aws = AwsContext.from_config(cfg)
+    options = UploadOptions(create_bucket, delete, workers)
+    upload = plan_dataset_upload(
+        aws, cfg, root, report.files, options, size_text=decimal, status=_spinner
+    )
+    dataset = {"root": str(root), "classes": len(report.classes), "images": len(report.files)}
+    if show_plan(upload.plan, dry_run=dry_run, as_json=as_json, uri=upload.uri, dataset=dataset):
+        return
+    apply_plan(upload.plan)  # the bucket; the objects follow with their own progress bar
+    with _RichProgress() if upload.sync.to_upload else nullcontext() as progress:
+        result = upload.run(aws, progress)
+    if as_json:
+        render.print_json({"uri": upload.uri, "dataset": dataset, **result.as_dict()})
+        return
+    _print_done(upload.uri, result)
+
+
+def _spinner(text: str) -> Any:
+    from dogclf import render
+
+    return render.err.status(text, spinner="dots")
+
+
+def _print_done(uri: str, result: Any) -> None:
+    from rich.filesize import decimal
+
+    from dogclf import render
+
+    rate = result.uploaded_bytes / result.seconds if result.seconds else 0.0
+    render.out.print(
+        f"uploaded {result.uploaded} files ({decimal(result.uploaded_bytes)}, "
+        f"{decimal(int(rate))}/s), {result.unchanged} unchanged, {result.deleted} deleted "
+        f"-> {uri}",
+        highlight=False,
+    )
+
+
+def _check_dataset(root: Path, decode: bool, workers: int) -> Any:
+    """upload's pre-flight check (model/dataset_check.py), its findings on stderr."""
+    from dogclf import render
+    from dogclf.errors import DatasetError
+    from dogclf.model.dataset_check import check_layout
+
     with render.err.status(f"checking {root}", spinner="dots"):
         report = check_layout(root, decode_images=decode, workers=min(workers, 16))
     for warning in report.warnings:
@@ -65,63 +108,7 @@ def upload(
             "fix the problems listed (train/ valid/ test/ with the same NNN.Breed folders)",
         )
     render.success(f"dataset ok: {report.summary()}")
-
-    uri = cfg.s3_prefix("data") + "/"
-    bucket = cfg.aws.bucket
-    prefix = uri.removeprefix(f"s3://{bucket}/")
-    aws = AwsContext.from_config(cfg)
-    plan = Plan(f"upload {root} -> {uri}")
-    plan_bucket(plan, aws, cfg, create=create_bucket or cfg.aws.create_bucket)
-    parts = PartSizes.from_mb(cfg.data.multipart_threshold_mb)
-    files = local_files(root, report.files, prefix)
-    if any(s.action is Action.CREATE for s in plan.steps):  # a new bucket holds nothing yet
-        sync = SyncPlan(str(bucket), prefix, to_upload=files)
-    else:
-        with render.err.status(f"comparing with {uri}", spinner="dots"):
-            sync = plan_sync(
-                aws, files, str(bucket), prefix, parts=parts, delete=delete, workers=workers
-            )
-    _add_sync_steps(plan, sync, decimal)
-    dataset = {"root": str(root), "classes": len(report.classes), "images": len(files)}
-    if show_plan(plan, dry_run=dry_run, as_json=as_json, uri=uri, dataset=dataset):
-        return
-    apply_plan(plan)  # the bucket; the objects follow with their own progress bar
-    if sync.to_upload:
-        with _RichProgress() as progress:
-            result = run_sync(aws, sync, parts=parts, workers=workers, progress=progress)
-    else:
-        result = run_sync(aws, sync, parts=parts, workers=workers)
-    if as_json:
-        render.print_json({"uri": uri, "dataset": dataset, **result.as_dict()})
-        return
-    rate = result.uploaded_bytes / result.seconds if result.seconds else 0.0
-    render.out.print(
-        f"uploaded {result.uploaded} files ({decimal(result.uploaded_bytes)}, "
-        f"{decimal(int(rate))}/s), {result.unchanged} unchanged, {result.deleted} deleted "
-        f"-> {uri}",
-        highlight=False,
-    )
-
-
-def _add_sync_steps(plan: Any, sync: Any, size: Any) -> None:
-    from dogclf.plan import Action
-
-    if sync.to_upload:
-        plan.add(
-            Action.CREATE,
-            "s3 objects",
-            sync.uri,
-            f"upload {len(sync.to_upload)} files ({size(sync.upload_bytes)})",
-        )
-    if sync.unchanged or not sync.to_upload:
-        plan.add(Action.NOOP, "s3 objects", sync.uri, f"{len(sync.unchanged)} files unchanged")
-    if sync.to_delete:
-        plan.add(
-            Action.DELETE,
-            "s3 objects",
-            sync.uri,
-            f"delete {len(sync.to_delete)} objects no longer local",
-        )
+    return report
 
 
 class _RichProgress:

@@ -1,7 +1,8 @@
 """`dogclf demo`: the whole pipeline against the embedded AWS emulator, step by step.
 
-Wiring only. Each step runs the real `dogclf` command in this process, through the same
-Typer group the console script uses, with `--json` so the summary can read its result; what
+Wiring only. Each step runs the real `dogclf` command with `--json`, so the summary can read
+its result, through the runner the `demo` command passes in (commands/in_process.py: this
+process, the same Typer group the console script uses, errors raised to here); what
 plays AWS is the moto server (dogclf/local/emulator.py) with its training and Lambda
 runtimes switched on, and the endpoint's traffic goes to a real `dogclf serve` process.
 """
@@ -9,12 +10,11 @@ runtimes switched on, and the endpoint's traffic goes to a real `dogclf serve` p
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,36 +179,6 @@ def claim_workdir(workdir: Path) -> None:
     shutil.rmtree(workdir / "jobs", ignore_errors=True)
 
 
-class CommandFailed(DogclfError):
-    """A command ended with a non-zero exit without raising (e.g. predict's per-file errors)."""
-
-
-def run_command(config: Path, *args: str) -> Any:
-    """`dogclf --config CONFIG ARGS --json` in this process; returns its parsed JSON.
-
-    The command's DogclfError reaches the caller (the group's one-line error printer is
-    bypassed) so the summary can name what failed. Progress and plans still go to stderr.
-    """
-    import click
-    import typer
-
-    from dogclf.cli import DogclfGroup, app
-
-    group = typer.main.get_command(app)
-    assert isinstance(group, DogclfGroup)
-    captured = io.StringIO()
-    argv = ["--config", str(config), *args, "--json"]
-    with contextlib.redirect_stdout(captured):
-        try:
-            with group.make_context("dogclf", argv) as ctx:
-                super(DogclfGroup, group).invoke(ctx)
-        except click.exceptions.Exit as exc:
-            if exc.exit_code:
-                raise CommandFailed(f"`dogclf {args[0]}` exited with {exc.exit_code}") from None
-    text = captured.getvalue()
-    return json.loads(text) if text.strip() else None
-
-
 def isolated_environ() -> contextlib.AbstractContextManager[None]:
     """No AWS_* / DOGCLF_* variable of the caller's (profile, region, endpoints, dogclf
     overrides) for a block, but DOGCLF_DEBUG: nothing of theirs can leak into the demo."""
@@ -239,8 +209,11 @@ class Demo:
         opts: DemoOptions,
         narrate: Callable[[str], None],
         on_done: Callable[[StepReport], None] = lambda report: None,
+        *,
+        run: Callable[[Sequence[str]], str],
     ) -> None:
         self.opts = opts
+        self.run_argv = run
         self.narrate = narrate
         self.on_done = on_done
         self.result = DemoResult()
@@ -251,6 +224,12 @@ class Demo:
         self.server: Any = None
         self.total_steps = 0
         self._labels: dict[str, list[str]] = {}
+
+    def command(self, *args: str) -> Any:
+        """`dogclf --config CONFIG ARGS --json`; returns its parsed JSON (None if it printed
+        nothing). A failing command's DogclfError reaches the step that ran it."""
+        text = self.run_argv(["--config", str(self.config), *args, "--json"])
+        return json.loads(text) if text.strip() else None
 
     def step(self, name: str, what: str, fn: Callable[[], str]) -> None:
         index = len(self.result.steps) + 1
@@ -305,11 +284,11 @@ class Demo:
         return f"moto {moto_ext.MOTO_VERSION} at {self.emulator.url}; config {self.config}"
 
     def upload(self) -> str:
-        out = run_command(self.config, "upload", str(self.data))
+        out = self.command("upload", str(self.data))
         return f"{out['uploaded']} files -> {out['uri']} (bucket created, private, TLS-only)"
 
     def train(self) -> str:
-        out = run_command(self.config, "train-sagemaker", "--poll-interval", "0.5")
+        out = self.command("train-sagemaker", "--poll-interval", "0.5")
         self.result.training_metrics = dict(out.get("metrics") or {})
         self.model_data = str(out["model_data"])
         test = self.result.training_metrics.get("test_accuracy")
@@ -317,7 +296,7 @@ class Demo:
         return f"training job {out['job']} {out['status']} -> {self.model_data}{shown}"
 
     def deploy(self) -> str:
-        out = run_command(self.config, "deploy", "--poll-interval", "0")
+        out = self.command("deploy", "--poll-interval", "0")
         return (
             f"model {out['model']}, config {out['endpoint_config']}, endpoint "
             f"{out['endpoint']} ({out['instance_count']} x {out['instance_type']}, {out['status']})"
@@ -341,7 +320,7 @@ class Demo:
         return f"dogclf serve {self.server.url} answers the endpoint's invocations"
 
     def scale(self) -> str:
-        out = run_command(self.config, "scale")
+        out = self.command("scale")
         t = out["target_tracking"]
         return (
             f"{out['resource_id']}: {out['min_instances']}..{out['max_instances']} instances, "
@@ -349,7 +328,7 @@ class Demo:
         )
 
     def lambda_deploy(self) -> str:
-        out = run_command(self.config, "lambda-deploy")
+        out = self.command("lambda-deploy")
         fn = out["function"] or {}
         alias = fn.get("alias") or {}
         role = fn.get("role") or {}
@@ -363,7 +342,7 @@ class Demo:
 
     def predict(self, via: str) -> str:
         test = self.data / "test"
-        out = run_command(self.config, "predict", str(test), "--via", via)
+        out = self.command("predict", str(test), "--via", via)
         acc, labels = accuracy(out)
         self.result.accuracy[via] = round(acc, 4)
         self._labels[via] = labels
@@ -373,7 +352,7 @@ class Demo:
         return f"{len(out)} test images, top-1 accuracy {acc:.3f} (chance {1 / self.result.classes:.3f})"
 
     def status(self) -> str:
-        out = run_command(self.config, "status")
+        out = self.command("status")
         running = [r for r in out["resources"] if r.get("running")]
         cost = out["hourly_cost"]
         return (
@@ -385,8 +364,8 @@ class Demo:
         if self.server is not None:
             self.server.stop()
             self.server = None
-        out = run_command(self.config, "teardown", "--yes", "--data") or {}
-        after = run_command(self.config, "status")
+        out = self.command("teardown", "--yes", "--data") or {}
+        after = self.command("status")
         left = [f"{r['kind']} {r['name']}" for r in after["resources"] if r["state"] not in ABSENT]
         left += account_leftovers()
         self.result.left_after_teardown = left

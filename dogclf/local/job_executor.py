@@ -1,6 +1,6 @@
 """Runs a submitted CreateTrainingJob request here, as the SageMaker PyTorch container would.
 
-The embedded emulator (dogclf/local/moto_ext.py) hands each new training job to
+The embedded emulator (dogclf/local/moto_ext/training_runtime.py) hands each new training job to
 `execute_training_job` when its training runtime is enabled (`dogclf demo` does): the
 job's source bundle (`sagemaker_submit_directory`) and channels are downloaded from the
 emulated S3, `sagemaker_program` runs under the container contract of

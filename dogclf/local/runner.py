@@ -32,7 +32,11 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from dogclf.errors import DogclfError, ResourceFailedError, require_extra
-from dogclf.model.hyperparameters import ENTRY_MODULE, hyperparameters_from_config
+from dogclf.model.hyperparameters import (
+    ENTRY_MODULE,
+    hyperparameters_argv,
+    hyperparameters_from_config,
+)
 
 if TYPE_CHECKING:
     from dogclf.config import DogclfConfig
@@ -100,14 +104,6 @@ class _Layout:
     @property
     def checkpoints(self) -> Path:
         return self.opt_ml / "checkpoints"
-
-
-def hyperparameters_to_cli_args(hyperparameters: dict[str, str]) -> list[str]:
-    """`{"batch-size": "64"}` -> `["--batch-size", "64"]`, as the container's driver does."""
-    args: list[str] = []
-    for key, value in hyperparameters.items():
-        args += [f"--{key}", str(value)]
-    return args
 
 
 def _free_port() -> int:
@@ -200,37 +196,10 @@ def container_env(
         if not k.startswith(_SCRUB_PREFIXES) and k not in _SCRUB
     }
     cpus = os.cpu_count() or 1
-    opt_ml = layout.opt_ml
-    sm: dict[str, Any] = {
-        "SM_MODEL_DIR": layout.model,
-        "SM_INPUT_DIR": opt_ml / "input",
-        "SM_INPUT_DATA_DIR": layout.data,
-        "SM_INPUT_CONFIG_DIR": layout.config,
-        "SM_OUTPUT_DIR": layout.output,
-        "SM_OUTPUT_DATA_DIR": layout.output / "data",
-        "SM_OUTPUT_FAILURE": layout.output / "failure",
-        "SM_CHECKPOINT_DIR": layout.checkpoints,
-        "SM_CHANNELS": json.dumps(sorted(channels)),
-        "SM_HPS": json.dumps(hyperparameters),
-        "SM_HOSTS": json.dumps(hosts),
-        "SM_CURRENT_HOST": hosts[host_index],
-        "SM_HOST_COUNT": len(hosts),
-        "SM_CURRENT_HOST_RANK": host_index,
-        "SM_CURRENT_INSTANCE_TYPE": instance_type,
-        "SM_MASTER_ADDR": hosts[0],
-        "SM_MASTER_PORT": master_port,
-        "SM_NUM_GPUS": _gpu_count(),
-        "SM_NUM_CPUS": cpus,
-        "SM_LOG_LEVEL": 20,
-        "SM_NETWORK_INTERFACE_NAME": "lo",
-        "SM_MODULE_NAME": ENTRY_MODULE,
-        "SM_USER_ARGS": json.dumps(program_arguments(hyperparameters)),
-    }
-    for name in channels:
-        sm[f"SM_CHANNEL_{name.upper()}"] = layout.data / name
-    for key, value in hyperparameters.items():
-        sm[f"SM_HP_{key.upper().replace('-', '_')}"] = value
-    env.update({k: str(v) for k, v in sm.items()})
+    host = _Host(hosts, host_index, instance_type, master_port, cpus)
+    env.update(
+        {k: str(v) for k, v in _sm_variables(layout, channels, hyperparameters, host).items()}
+    )
     if len(hosts) > 1:
         # What torchrun gives each process on its host; "hosts" are processes on loopback.
         env.update(
@@ -251,6 +220,54 @@ def container_env(
         env["SM_MODULE_DIR"] = str(code_dir)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+@dataclass(frozen=True)
+class _Host:
+    """Where one process of the job runs, as the container's SM_* variables describe it."""
+
+    hosts: list[str]
+    index: int
+    instance_type: str
+    master_port: int
+    cpus: int
+
+
+def _sm_variables(
+    layout: _Layout, channels: list[str], hyperparameters: dict[str, str], host: _Host
+) -> dict[str, Any]:
+    """The container's SM_* variables for one host's process."""
+    opt_ml, hosts = layout.opt_ml, host.hosts
+    sm: dict[str, Any] = {
+        "SM_MODEL_DIR": layout.model,
+        "SM_INPUT_DIR": opt_ml / "input",
+        "SM_INPUT_DATA_DIR": layout.data,
+        "SM_INPUT_CONFIG_DIR": layout.config,
+        "SM_OUTPUT_DIR": layout.output,
+        "SM_OUTPUT_DATA_DIR": layout.output / "data",
+        "SM_OUTPUT_FAILURE": layout.output / "failure",
+        "SM_CHECKPOINT_DIR": layout.checkpoints,
+        "SM_CHANNELS": json.dumps(sorted(channels)),
+        "SM_HPS": json.dumps(hyperparameters),
+        "SM_HOSTS": json.dumps(hosts),
+        "SM_CURRENT_HOST": hosts[host.index],
+        "SM_HOST_COUNT": len(hosts),
+        "SM_CURRENT_HOST_RANK": host.index,
+        "SM_CURRENT_INSTANCE_TYPE": host.instance_type,
+        "SM_MASTER_ADDR": hosts[0],
+        "SM_MASTER_PORT": host.master_port,
+        "SM_NUM_GPUS": _gpu_count(),
+        "SM_NUM_CPUS": host.cpus,
+        "SM_LOG_LEVEL": 20,
+        "SM_NETWORK_INTERFACE_NAME": "lo",
+        "SM_MODULE_NAME": ENTRY_MODULE,
+        "SM_USER_ARGS": json.dumps(program_arguments(hyperparameters)),
+    }
+    for name in channels:
+        sm[f"SM_CHANNEL_{name.upper()}"] = layout.data / name
+    for key, value in hyperparameters.items():
+        sm[f"SM_HP_{key.upper().replace('-', '_')}"] = value
+    return sm
 
 
 def _gpu_count() -> int:
@@ -320,7 +337,7 @@ def run_local_job(
 
 def program_arguments(hyperparameters: dict[str, str]) -> list[str]:
     """The container's driver passes every hyperparameter but its own `sagemaker_*` ones."""
-    return hyperparameters_to_cli_args(
+    return hyperparameters_argv(
         {k: v for k, v in hyperparameters.items() if not k.startswith("sagemaker_")}
     )
 
@@ -338,93 +355,30 @@ def run_job(
 
     if spec.instance_count < 1:
         raise DogclfError(f"instance_count must be >= 1, got {spec.instance_count}")
-    hps = spec.hyperparameters
-    job_name = spec.job_name
-    layout = _Layout(Path(workdir).resolve() / job_name)
+    layout = _Layout(Path(workdir).resolve() / spec.job_name)
     hosts = [f"algo-{i + 1}" for i in range(spec.instance_count)]
-    instance_type = spec.instance_type
-    prepare_job_dir(layout, channels, hps, hosts, instance_type)
+    prepare_job_dir(layout, channels, spec.hyperparameters, hosts, spec.instance_type)
     log_path = layout.job_dir / "training.log"
-    if spec.code_dir is not None and spec.program:
-        command = [sys.executable, str(spec.code_dir / spec.program), *program_arguments(hps)]
-    else:
-        command = [sys.executable, "-m", ENTRY_MODULE, *program_arguments(hps)]
-    master_port = _free_port()
-
-    lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
-    procs: dict[str, subprocess.Popen[str]] = {}
     tail: deque[str] = deque(maxlen=TAIL_LINES)
-    deadline = time.monotonic() + spec.max_run
-    timed_out = False
+    procs: dict[str, subprocess.Popen[str]] = {}
     with open(log_path, "w", encoding="utf-8") as log:
+
+        def log_line(text: str) -> None:
+            log.write(text + "\n")
+            log.flush()
+            tail.append(text)
+            if on_log is not None:
+                on_log(text)
+
         try:
-            for index, host in enumerate(hosts):
-                env = container_env(
-                    layout,
-                    list(channels),
-                    hps,
-                    hosts=hosts,
-                    host_index=index,
-                    instance_type=instance_type,
-                    master_port=master_port,
-                    code_dir=spec.code_dir,
-                )
-                proc = subprocess.Popen(
-                    command,
-                    cwd=spec.code_dir or layout.opt_ml,
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                    bufsize=1,
-                )
-                procs[host] = proc
-                assert proc.stdout is not None
-                threading.Thread(target=_pump, args=(host, proc.stdout, lines), daemon=True).start()
-            open_streams = len(procs)
-            while open_streams:
-                try:
-                    host, line = lines.get(timeout=1.0)
-                except queue.Empty:
-                    if time.monotonic() > deadline:
-                        timed_out = True
-                        break
-                    if _any_failed(procs):
-                        _stop(procs)  # the others would wait for it in a collective
-                    continue
-                if line is None:
-                    open_streams -= 1
-                    continue
-                text = line if len(hosts) == 1 else f"[{host}] {line}"
-                log.write(text + "\n")
-                log.flush()
-                tail.append(text)
-                if on_log is not None:
-                    on_log(text)
+            lines = _start_hosts(spec, layout, list(channels), hosts, procs)
+            timed_out = not _follow(procs, lines, time.monotonic() + spec.max_run, log_line)
         finally:
             _stop(procs)
     codes = {host: proc.wait() for host, proc in procs.items()}
     failed = {host: code for host, code in codes.items() if code != 0}
     if timed_out or failed:
-        reason = _failure_reason(layout)
-        what = (
-            f"ran past its max run time ({spec.max_run} s) and was stopped"
-            if timed_out
-            else "failed with exit code "
-            + ", ".join(
-                f"{code} on {host}" if len(hosts) > 1 else str(code)
-                for host, code in failed.items()
-            )
-        )
-        raise JobFailedError(
-            f"local training job {job_name} {what}"
-            + (f": {reason}" if reason else "")
-            + "\nlast log lines:\n"
-            + "\n".join(tail),
-            f"full log: {log_path}",
-            what=what,
-            reason=reason,
-        )
+        _raise_job_failed(spec, layout, failed, timed_out, list(tail), log_path)
     model_tar = pack_model_dir(layout.model, layout.job_dir / "output" / "model.tar.gz")
     metrics_file = layout.model / "metrics.json"
     metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else {}
@@ -435,6 +389,105 @@ def run_job(
         metrics=metrics,
         log_path=log_path,
         exit_code=0,
+    )
+
+
+Lines = queue.Queue[tuple[str, str | None]]  # (host, line); None: that host's output ended
+
+
+def _start_hosts(
+    spec: JobSpec,
+    layout: _Layout,
+    channels: list[str],
+    hosts: list[str],
+    procs: dict[str, subprocess.Popen[str]],
+) -> Lines:
+    """One entry point process per emulated host (into `procs` as each starts, so the
+    caller stops them all on any failure); their output lines arrive on the queue."""
+    hps = spec.hyperparameters
+    if spec.code_dir is not None and spec.program:
+        command = [sys.executable, str(spec.code_dir / spec.program), *program_arguments(hps)]
+    else:
+        command = [sys.executable, "-m", ENTRY_MODULE, *program_arguments(hps)]
+    master_port = _free_port()
+    lines: Lines = queue.Queue()
+    for index, host in enumerate(hosts):
+        env = container_env(
+            layout,
+            channels,
+            hps,
+            hosts=hosts,
+            host_index=index,
+            instance_type=spec.instance_type,
+            master_port=master_port,
+            code_dir=spec.code_dir,
+        )
+        proc = subprocess.Popen(
+            command,
+            cwd=spec.code_dir or layout.opt_ml,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        procs[host] = proc
+        assert proc.stdout is not None
+        threading.Thread(target=_pump, args=(host, proc.stdout, lines), daemon=True).start()
+    return lines
+
+
+def _follow(
+    procs: dict[str, subprocess.Popen[str]],
+    lines: Lines,
+    deadline: float,
+    log_line: Callable[[str], None],
+) -> bool:
+    """Hand on every host's lines until all outputs end; False when `deadline` passed first.
+    One host failing stops the others (they would wait for it in a collective)."""
+    open_streams = len(procs)
+    while open_streams:
+        try:
+            host, line = lines.get(timeout=1.0)
+        except queue.Empty:
+            if time.monotonic() > deadline:
+                return False
+            if _any_failed(procs):
+                _stop(procs)
+            continue
+        if line is None:
+            open_streams -= 1
+            continue
+        log_line(line if len(procs) == 1 else f"[{host}] {line}")
+    return True
+
+
+def _raise_job_failed(
+    spec: JobSpec,
+    layout: _Layout,
+    failed: dict[str, int],
+    timed_out: bool,
+    tail: list[str],
+    log_path: Path,
+) -> None:
+    reason = _failure_reason(layout)
+    what = (
+        f"ran past its max run time ({spec.max_run} s) and was stopped"
+        if timed_out
+        else "failed with exit code "
+        + ", ".join(
+            f"{code} on {host}" if spec.instance_count > 1 else str(code)
+            for host, code in failed.items()
+        )
+    )
+    raise JobFailedError(
+        f"local training job {spec.job_name} {what}"
+        + (f": {reason}" if reason else "")
+        + "\nlast log lines:\n"
+        + "\n".join(tail),
+        f"full log: {log_path}",
+        what=what,
+        reason=reason,
     )
 
 

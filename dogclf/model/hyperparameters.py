@@ -8,6 +8,7 @@ strings (SageMaker passes every hyperparameter as a string; booleans as "true"/"
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -54,3 +55,9 @@ def hyperparameters_from_config(training: TrainingSection) -> dict[str, str]:
         if value is not None:
             params[option] = hp_value(value)
     return params
+
+
+def hyperparameters_argv(hyperparameters: Mapping[str, str]) -> list[str]:
+    """`{"batch-size": "64"}` -> `["--batch-size", "64"]`: the entry point's command line,
+    as the SageMaker container's driver builds it from the job's hyperparameters."""
+    return [token for key, value in hyperparameters.items() for token in (f"--{key}", str(value))]

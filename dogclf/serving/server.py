@@ -26,13 +26,17 @@ import uuid
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import torch
 
+from dogclf.errors import DogclfError
 from dogclf.model import inference
 from dogclf.serving.batching import DynamicBatcher
+
+if TYPE_CHECKING:
+    from dogclf.config import ServingSection
 
 RUNTIME_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
 VARIANT = "AllTraffic"
@@ -412,3 +416,47 @@ class ModelServer:
         unfinished = self.httpd.drain(drain_timeout)
         self.service.close()
         return unfinished
+
+
+def service_from_config(
+    serving: ServingSection,
+    *,
+    max_batch_size: int | None = None,
+    max_batch_wait_ms: float | None = None,
+    decode_threads: int | None = None,
+    workers: int | None = None,
+    torch_threads: int | None = None,
+    precision: str = "auto",
+) -> InferenceService:
+    """The service `dogclf serve` runs: `[serving]` of dogclf.toml, any value given here
+    (a command-line option) in place of its key."""
+    limits = inference.Limits(
+        max_payload_bytes=int(serving.max_payload_mb * 1024 * 1024),
+        max_image_pixels=serving.max_image_pixels,
+        top_k=serving.top_k,
+        url_allow_hosts=tuple(h.lower() for h in serving.url_allow_hosts),
+    )
+    wait_ms = serving.max_batch_wait_ms if max_batch_wait_ms is None else max_batch_wait_ms
+    return InferenceService(
+        limits,
+        max_batch_size=max_batch_size or serving.max_batch_size,
+        max_batch_wait_ms=wait_ms,
+        decode_threads=decode_threads or serving.decode_threads or os.cpu_count() or 1,
+        workers=workers,
+        torch_threads=torch_threads,
+        precision=precision,
+    )
+
+
+def start_server(
+    service: InferenceService, host: str, port: int, *, access_log: bool = False
+) -> ModelServer:
+    """Bind and start serving (503 on /ping until `service.load`); a clear error when the
+    port is taken."""
+    try:
+        return ModelServer(service, host, port, access_log=access_log).start()
+    except OSError as exc:
+        raise DogclfError(
+            f"cannot listen on {host}:{port}: {exc.strerror}",
+            "pick another --port (0 = any free port), or stop what is using it",
+        ) from None

@@ -1,5 +1,8 @@
 """Save and resume training state: one `checkpoint.pt` per run, replaced every epoch.
 
+What a checkpoint holds is defined here and nowhere else: `save` writes it, `restore` reads
+it back into a run's objects and returns the `Progress` to continue from.
+
 On SageMaker the checkpoint dir is /opt/ml/checkpoints, which SageMaker syncs to S3 and
 restores when a managed spot job restarts; locally it is any folder. Writes go to a
 temporary file and are renamed into place, so a kill during a save leaves the previous
@@ -9,15 +12,45 @@ checkpoint intact rather than a truncated one.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from dogclf.errors import DogclfError
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT_VERSION = 1
+
+
+@dataclass
+class Resumable:
+    """The live objects whose state a checkpoint carries."""
+
+    model: nn.Module  # the network whose state_dict is saved (not its DDP or frozen wrapper)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None  # fp16 on GPU only
+
+
+@dataclass
+class Progress:
+    """How far a run got: what the epoch loop updates and a resumed run continues from."""
+
+    next_epoch: int = 0  # 0-based index of the next epoch to run
+    best: dict[str, Any] | None = None  # the best epoch so far (0-based "epoch", losses, ...)
+    best_weights: dict[str, Any] | None = None  # the model's state_dict at that epoch (CPU)
+    history: list[dict[str, Any]] = field(default_factory=list)  # one record per epoch run
+    stale_epochs: int = 0  # epochs since the best one
+    stopped_early: bool = False
+
+    @property
+    def best_epoch(self) -> int:
+        """The best epoch, 1-based as the logs count; 0 before any."""
+        return self.best["epoch"] + 1 if self.best is not None else 0
 
 
 def atomic_save(obj: Any, path: Path) -> Path:
@@ -34,8 +67,66 @@ def atomic_save(obj: Any, path: Path) -> Path:
     return path
 
 
+def save(
+    checkpoint_dir: Path,
+    parts: Resumable,
+    progress: Progress,
+    *,
+    arch: str,
+    labels: list[str],
+    args: Mapping[str, Any],
+) -> Path:
+    """Write the checkpoint after the epoch `progress.next_epoch - 1`."""
+    epoch = progress.next_epoch - 1
+    best_is_now = progress.best is not None and progress.best["epoch"] == epoch
+    state = {
+        "arch": arch,
+        "labels": labels,
+        "epoch": epoch,  # 0-based, completed
+        "model": parts.model.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict(),
+        "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
+        "best": progress.best,
+        # The best weights only when they are not this epoch's (saves space).
+        "best_model": None if best_is_now else progress.best_weights,
+        "history": progress.history,
+        "stale_epochs": progress.stale_epochs,
+        "stopped_early": progress.stopped_early,
+        "args": {k: str(v) for k, v in args.items()},  # for a human reading the file
+    }
+    return save_checkpoint(checkpoint_dir, state)
+
+
+def restore(
+    checkpoint_dir: Path, parts: Resumable, *, arch: str, labels: list[str]
+) -> Progress | None:
+    """Load the checkpoint in `checkpoint_dir` into `parts`; None when there is none.
+
+    Call it before the model is wrapped (frozen fast path, DDP): they copy its weights.
+    """
+    state = load_checkpoint(checkpoint_dir)
+    if state is None:
+        return None
+    check_compatible(state, arch=arch, labels=labels)
+    parts.model.load_state_dict(state["model"])
+    parts.optimizer.load_state_dict(state["optimizer"])
+    parts.scheduler.load_state_dict(state["scheduler"])
+    if parts.scaler is not None and state.get("scaler"):
+        parts.scaler.load_state_dict(state["scaler"])
+    best_model = state.get("best_model")
+    return Progress(
+        next_epoch=int(state["epoch"]) + 1,
+        best=state["best"],
+        best_weights=best_model if best_model is not None else state["model"],
+        history=list(state["history"]),
+        stale_epochs=int(state["stale_epochs"]),
+        stopped_early=bool(state.get("stopped_early")),
+    )
+
+
 def save_checkpoint(checkpoint_dir: Path, state: dict[str, Any]) -> Path:
-    """`state`: model, optimizer, scheduler, epoch (0-based, completed), best, history..."""
+    """`state` as `save` assembles it, stamped with the format version."""
     return atomic_save(
         {"format_version": FORMAT_VERSION, **state}, checkpoint_dir / CHECKPOINT_FILE
     )

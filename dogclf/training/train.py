@@ -28,19 +28,20 @@ import json
 import os
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dogclf.errors import DatasetError, DogclfError
-from dogclf.model.hyperparameters import HYPERPARAMETER_FIELDS
+from dogclf.model.hyperparameters import HYPERPARAMETER_FIELDS, hyperparameters_argv
 from dogclf.model.metrics import format_metric
 
 if TYPE_CHECKING:  # torch stays a lazy import: the parser works without it
     import torch
     from torch import nn
 
+    from dogclf.training.checkpoint import Progress, Resumable
     from dogclf.training.data import DogImages, Loaders
-    from dogclf.training.engine import StepConfig
+    from dogclf.training.engine import EpochStats, StepConfig
 
 # Hyperparameters SageMaker itself adds (e.g. `_tuning_objective_metric` in tuning jobs,
 # `sagemaker_*` in framework jobs): accepted and ignored, never "unrecognized".
@@ -74,24 +75,41 @@ def _default_checkpoint_dir(environ: Mapping[str, str]) -> Path | None:
     return sagemaker_default if sagemaker_default.is_dir() else None
 
 
-def get_args_parser(
-    add_help: bool = True, environ: Mapping[str, str] | None = None
-) -> argparse.ArgumentParser:
-    env = os.environ if environ is None else environ
-    parser = argparse.ArgumentParser(
-        description="dogclf training core (SageMaker entry point, train-ec2, --local)",
-        add_help=add_help,
-        allow_abbrev=False,  # `--epoch` must not silently mean `--epochs`
-    )
+Adder = Callable[..., None]  # add(*names, **argparse_kwargs) on one argument group
 
-    group: Any = parser
+
+def _group(parser: argparse.ArgumentParser, title: str) -> Adder:
+    group = parser.add_argument_group(title)
 
     def add(*names: str, **kwargs: Any) -> None:
         # `--batch-size` also answers to `--batch_size` (how people write SageMaker keys).
         aliases = ["--" + n[2:].replace("-", "_") for n in names if "-" in n[2:]]
         group.add_argument(*names, *aliases, **kwargs)
 
-    group = parser.add_argument_group("data")
+    return add
+
+
+def _switch(default: bool) -> dict[str, Any]:
+    """`--flag`, `--flag true`, `--flag false`: how SageMaker passes booleans."""
+    return {"type": parse_bool, "nargs": "?", "const": True, "default": default}
+
+
+def get_args_parser(
+    add_help: bool = True, environ: Mapping[str, str] | None = None
+) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="dogclf training core (SageMaker entry point, train-ec2, --local)",
+        add_help=add_help,
+        allow_abbrev=False,  # `--epoch` must not silently mean `--epochs`
+    )
+    _data_options(_group(parser, "data"), os.environ if environ is None else environ)
+    _model_options(_group(parser, "model"))
+    _optimization_options(_group(parser, "optimization"))
+    _runtime_options(_group(parser, "runtime"))
+    return parser
+
+
+def _data_options(add: Adder, env: Mapping[str, str]) -> None:
     add(
         "--data-dir",
         type=Path,
@@ -126,7 +144,8 @@ def get_args_parser(
         help="an unreadable image file: report its path and skip it, or stop the run",
     )
 
-    group = parser.add_argument_group("model")
+
+def _model_options(add: Adder) -> None:
     add(
         "--arch",
         default="resnet50",
@@ -135,22 +154,13 @@ def get_args_parser(
     )
     add(
         "--pretrained",
-        type=parse_bool,
-        nargs="?",
-        const=True,
-        default=False,
+        **_switch(False),
         help="start from ImageNet weights (needs network or a filled torch hub cache)",
     )
-    add(
-        "--freeze-backbone",
-        type=parse_bool,
-        nargs="?",
-        const=True,
-        default=False,
-        help="train only the new head",
-    )
+    add("--freeze-backbone", **_switch(False), help="train only the new head")
 
-    group = parser.add_argument_group("optimization")
+
+def _optimization_options(add: Adder) -> None:
     add("--epochs", type=int, default=10)
     add("--batch-size", type=int, default=64, help="per process")
     add("--lr", type=float, default=0.001)
@@ -167,7 +177,8 @@ def get_args_parser(
     )
     add("--image-size", type=int, default=224)
 
-    group = parser.add_argument_group("runtime")
+
+def _runtime_options(add: Adder) -> None:
     add(
         "--num-workers",
         type=int,
@@ -176,25 +187,18 @@ def get_args_parser(
     )
     add(
         "--amp",
-        type=parse_bool,
-        nargs="?",
-        const=True,
-        default=True,
+        **_switch(True),
         help="mixed precision: on GPU bf16 where supported, else fp16; on a CPU with "
         "native bf16, the frozen backbone in bf16",
     )
     add("--device", choices=("auto", "cpu", "cuda"), default="auto")
     add(
         "--compile",
-        type=parse_bool,
-        nargs="?",
-        const=True,
-        default=False,
+        **_switch(False),
         help="torch.compile the frozen backbone (one-off compile, then faster steps)",
     )
     add("--seed", type=int, default=0)
     add("--print-freq", type=int, default=50, help="log the loss every N steps (0 = off)")
-    return parser
 
 
 def hps_to_argv(raw: str | None) -> list[str]:
@@ -207,18 +211,17 @@ def hps_to_argv(raw: str | None) -> list[str]:
         raise DogclfError(
             f"SM_HPS is not valid JSON: {exc}", "check the job's hyperparameters"
         ) from None
-    argv: list[str] = []
+    texts: dict[str, str] = {}
     for key, value in hps.items():
         if isinstance(value, str):
             # SageMaker may hand over JSON-encoded strings ("\"resnet50\"", "true").
             with contextlib.suppress(json.JSONDecodeError):
                 value = json.loads(value)
         if isinstance(value, bool):
-            text = "true" if value else "false"
+            texts[key] = "true" if value else "false"
         else:
-            text = value if isinstance(value, str) else json.dumps(value)
-        argv += [f"--{key}", text]
-    return argv
+            texts[key] = value if isinstance(value, str) else json.dumps(value)
+    return hyperparameters_argv(texts)
 
 
 def _drop_reserved(unknown: Sequence[str]) -> list[str]:
@@ -264,11 +267,11 @@ class Hooks:
 
 @dataclass
 class TrainResult:
+    """What main() hands a caller in the same process (train-ec2 reads `metrics`)."""
+
     model_dir: Path
     metrics: dict[str, Any]
-    tarball: Path | None = None
-    resumed_from_epoch: int | None = None  # 1-based epoch the checkpoint had completed
-    extras: dict[str, Any] = field(default_factory=dict)
+    tarball: Path | None = None  # with --pack
 
 
 def hyperparameters_of(args: argparse.Namespace) -> dict[str, Any]:
@@ -300,14 +303,68 @@ class Prepared:
 
     dataset: DogImages
     loaders: Loaders
-    model: nn.Module  # the network whose state_dict is saved
+    parts: Resumable  # model, optimizer, scheduler, scaler: what a checkpoint saves
     train_module: nn.Module  # what the steps call: the model, its frozen fast path, or DDP
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler | None  # fp16 on GPU only
     step: StepConfig
     checkpoint_dir: Path
-    state: dict[str, Any] | None  # the checkpoint to resume from
+    progress: Progress  # a fresh run's, or where the checkpoint left off
+
+
+@dataclass
+class Precision:
+    """Mixed precision as --amp and the device decide it."""
+
+    amp_dtype: torch.dtype | None = None  # autocast over the whole step (GPU)
+    scaler: torch.amp.GradScaler | None = None  # fp16 on GPU only
+    backbone_dtype: torch.dtype | None = None  # the frozen backbone alone (CPU bf16)
+
+    @property
+    def label(self) -> str:
+        if self.amp_dtype is not None:
+            return f"{str(self.amp_dtype).removeprefix('torch.')}-autocast"
+        if self.backbone_dtype is not None:
+            return f"{str(self.backbone_dtype).removeprefix('torch.')}-backbone"
+        return "fp32"
+
+
+def epoch_record(
+    epoch: int, train: EpochStats, valid: EpochStats, lr: float, samples_per_rank: list[int]
+) -> dict[str, Any]:
+    """One epoch as history, metrics.json and the on_epoch hook show it (1-based epoch)."""
+    return {
+        "epoch": epoch + 1,
+        "train_loss": train.loss,
+        "train_accuracy": train.accuracy,
+        "valid_loss": valid.loss,
+        "valid_accuracy": valid.accuracy,
+        "lr": lr,
+        "seconds": round(train.seconds + valid.seconds, 3),
+        "train_images_per_s": round(train.images_per_s, 2),
+        "data_share": round(train.data_share, 4),
+        "samples_per_rank": samples_per_rank,
+    }
+
+
+def advance(
+    progress: Progress, record: dict[str, Any], model: nn.Module, *, patience: int, epochs: int
+) -> None:
+    """Count the epoch `record` describes: best by valid accuracy, then by lower valid loss."""
+    epoch, best = record["epoch"] - 1, progress.best
+    if best is None or (record["valid_accuracy"], -record["valid_loss"]) > (
+        best["valid_accuracy"],
+        -best["valid_loss"],
+    ):
+        keys = ("valid_loss", "valid_accuracy", "train_loss", "train_accuracy")
+        progress.best = {"epoch": epoch, **{key: record[key] for key in keys}}
+        progress.best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        progress.stale_epochs = 0
+    else:
+        progress.stale_epochs += 1
+    progress.history.append(record)
+    progress.next_epoch = epoch + 1
+    progress.stopped_early = (
+        patience > 0 and progress.stale_epochs >= patience and epoch + 1 < epochs
+    )
 
 
 class TrainingRun:
@@ -350,20 +407,122 @@ class TrainingRun:
 
     # -- the recipe
 
+    def run(self) -> TrainResult:
+        p = self.prepare()
+        for epoch in range(p.progress.next_epoch, self.args.epochs):
+            if p.progress.stopped_early:  # also when the checkpoint had stopped
+                break
+            self.train_epoch(p, epoch)
+        return self.finish(p)
+
     def prepare(self) -> Prepared:
         """Everything an epoch needs: data, model, fast frozen path, optimizer, checkpoint.
 
         bench/train_throughput.py times train_one_epoch on exactly this.
         """
-        import torch
-
-        from dogclf.model.network import ARCHS
         from dogclf.training import checkpoint as ckpt
-        from dogclf.training import data as data_mod
         from dogclf.training.engine import StepConfig
-        from dogclf.training.frozen import backbone_autocast_dtype
 
-        args, info, device = self.args, self.info, self.device
+        args = self.args
+        self.check_settings()
+        self.seed()
+        dataset, loaders = self.load_data()
+        model = self.build_model(dataset.num_classes)
+        precision = self.precision()
+        optimizer = self.make_optimizer([p for p in model.parameters() if p.requires_grad])
+        parts = ckpt.Resumable(model, optimizer, self.make_scheduler(optimizer), precision.scaler)
+        checkpoint_dir = args.checkpoint_dir or (Path(args.model_dir).parent / "checkpoints")
+        # Before training_module(): the frozen fast path and DDP copy the model's weights.
+        resumed = ckpt.restore(checkpoint_dir, parts, arch=args.arch, labels=dataset.labels)
+        step = StepConfig(device=self.device, channels_last=True, amp_dtype=precision.amp_dtype)
+        train_module = self.training_module(model, step.channels_last, precision.backbone_dtype)
+        self.log(
+            "run: "
+            + " ".join(f"{k}={v}" for k, v in hyperparameters_of(args).items())
+            + f" device={self.device} world_size={self.info.world_size}"
+            + f" precision={precision.label}"
+        )
+        if resumed is not None:
+            where = checkpoint_dir / ckpt.CHECKPOINT_FILE
+            self.log(f"resuming from {where}: epoch {resumed.next_epoch} done")
+        progress = resumed or ckpt.Progress()
+        return Prepared(dataset, loaders, parts, train_module, step, checkpoint_dir, progress)
+
+    def train_epoch(self, p: Prepared, epoch: int) -> None:
+        """Train, evaluate on valid, keep the best weights, checkpoint (rank 0)."""
+        from dogclf.training import checkpoint as ckpt
+        from dogclf.training import distributed
+        from dogclf.training.engine import evaluate, train_one_epoch
+
+        args, parts, progress = self.args, p.parts, p.progress
+        p.loaders.train_sampler.set_epoch(epoch)
+        lr = parts.optimizer.param_groups[0]["lr"]
+        train = train_one_epoch(
+            p.train_module,
+            self.criterion,
+            parts.optimizer,
+            p.loaders.train,
+            p.step,
+            scaler=parts.scaler,
+            on_bad=self.on_bad,
+            log=self.log,
+            log_every=args.print_freq,
+            prefix=f"epoch {epoch + 1}/{args.epochs} step ",
+        )
+        parts.scheduler.step()
+        samples_per_rank = distributed.all_gather_ints(train.local_samples)
+        valid = evaluate(p.train_module, p.loaders.valid, p.step, on_bad=self.on_bad)
+        record = epoch_record(epoch, train, valid, lr, samples_per_rank)
+        advance(progress, record, parts.model, patience=args.patience, epochs=args.epochs)
+        self.log_epoch(record, args.epochs, best_epoch=progress.best_epoch)
+        if self.info.is_main:
+            labels = p.dataset.labels
+            ckpt.save(
+                p.checkpoint_dir, parts, progress, arch=args.arch, labels=labels, args=vars(args)
+            )
+        distributed.barrier()
+        if self.hooks.on_epoch is not None and self.info.is_main:
+            self.hooks.on_epoch(record, args.epochs)
+        if progress.stopped_early:
+            self.log(
+                f"early stop: no better valid accuracy for {progress.stale_epochs} epochs "
+                f"(best epoch {progress.best_epoch})"
+            )
+
+    def finish(self, p: Prepared) -> TrainResult:
+        """The best epoch's weights on test, the metric lines, the artifact (rank 0)."""
+        from dogclf.training import distributed
+        from dogclf.training.engine import evaluate
+
+        best, weights = p.progress.best, p.progress.best_weights
+        assert best is not None and weights is not None  # at least one epoch ran
+        p.parts.model.load_state_dict(weights)
+        test = evaluate(p.train_module, p.loaders.test, p.step, on_bad=self.on_bad)
+        for name, value in (
+            ("valid_loss", best["valid_loss"]),
+            ("valid_accuracy", best["valid_accuracy"]),
+            ("test_loss", test.loss),
+            ("test_accuracy", test.accuracy),
+        ):
+            self.log(format_metric(name, value))
+        self.log(
+            f"best epoch {p.progress.best_epoch}: valid accuracy {best['valid_accuracy']:.4f}, "
+            f"test accuracy {test.accuracy:.4f}"
+        )
+        metrics = self.final_metrics(p, best, test)
+        tarball = None
+        if self.info.is_main:
+            tarball = self.write_artifact(p.parts.model, p.dataset.labels, metrics)
+        distributed.barrier()
+        return TrainResult(Path(self.args.model_dir), metrics, tarball)
+
+    # -- pieces
+
+    def check_settings(self) -> None:
+        """Refuse settings no epoch can run with."""
+        from dogclf.model.network import ARCHS
+
+        args = self.args
         if args.arch not in ARCHS:
             raise DogclfError(f"unknown --arch {args.arch!r}", f"use one of {', '.join(ARCHS)}")
         if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
@@ -371,15 +530,21 @@ class TrainingRun:
                 f"invalid settings: epochs={args.epochs}, batch-size={args.batch_size}, lr={args.lr}",
                 "epochs and batch size must be >= 1 and lr > 0",
             )
-        random.seed(args.seed)
-        torch.manual_seed(args.seed)  # the same on every rank: identical initial weights
-        if device.type == "cuda":
+
+    def seed(self) -> None:
+        import torch
+
+        random.seed(self.args.seed)
+        torch.manual_seed(self.args.seed)  # the same on every rank: identical initial weights
+        if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
-        dirs = data_mod.split_dirs(
-            args.data_dir, {"train": args.train_dir, "valid": args.valid_dir, "test": args.test_dir}
-        )
-        dataset = data_mod.scan_dataset(dirs)
+    def load_data(self) -> tuple[DogImages, Loaders]:
+        from dogclf.training import data as data_mod
+
+        args, info = self.args, self.info
+        splits = {"train": args.train_dir, "valid": args.valid_dir, "test": args.test_dir}
+        dataset = data_mod.scan_dataset(data_mod.split_dirs(args.data_dir, splits))
         num_workers = (
             args.num_workers
             if args.num_workers is not None
@@ -393,7 +558,7 @@ class TrainingRun:
             rank=info.rank,
             world_size=info.world_size,
             seed=args.seed,
-            pin_memory=device.type == "cuda",
+            pin_memory=self.device.type == "cuda",
         )
         counts = {split: len(s) for split, s in dataset.samples.items()}
         self.log(
@@ -401,201 +566,40 @@ class TrainingRun:
             f"valid {counts['valid']}, test {counts['test']} images; "
             f"{num_workers} loader workers per process"
         )
+        return dataset, loaders
 
-        model = self.build_model(dataset.num_classes)
-        checkpoint_dir = args.checkpoint_dir or (Path(args.model_dir).parent / "checkpoints")
-        state = ckpt.load_checkpoint(checkpoint_dir)
-        if state is not None:
-            ckpt.check_compatible(state, arch=args.arch, labels=dataset.labels)
-            model.load_state_dict(state["model"])
+    def precision(self) -> Precision:
+        import torch
 
-        amp_dtype = None
-        scaler = None
-        if device.type == "cuda" and args.amp:
-            amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            if amp_dtype is torch.float16:
-                scaler = torch.amp.GradScaler("cuda")
+        from dogclf.training.frozen import backbone_autocast_dtype
+
+        precision = Precision()
+        if self.device.type == "cuda" and self.args.amp:
+            bf16 = torch.cuda.is_bf16_supported()
+            precision.amp_dtype = torch.bfloat16 if bf16 else torch.float16
+            if not bf16:
+                precision.scaler = torch.amp.GradScaler("cuda")
         # On a CPU, mixed precision only for the frozen backbone (the head stays fp32).
-        backbone_dtype = backbone_autocast_dtype(device, args.amp) if args.freeze_backbone else None
-        step = StepConfig(device=device, channels_last=True, amp_dtype=amp_dtype)
-        train_module = self.training_module(model, step.channels_last, backbone_dtype)
-        precision = "fp32"
-        if amp_dtype is not None:
-            precision = f"{str(amp_dtype).removeprefix('torch.')}-autocast"
-        elif backbone_dtype is not None:
-            precision = f"{str(backbone_dtype).removeprefix('torch.')}-backbone"
-        self.log(
-            "run: "
-            + " ".join(f"{k}={v}" for k, v in hyperparameters_of(args).items())
-            + f" device={device} world_size={info.world_size} precision={precision}"
-        )
+        if self.args.freeze_backbone:
+            precision.backbone_dtype = backbone_autocast_dtype(self.device, self.args.amp)
+        return precision
 
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = self.make_optimizer(params)
-        scheduler = self.make_scheduler(optimizer)
-        return Prepared(
-            dataset=dataset,
-            loaders=loaders,
-            model=model,
-            train_module=train_module,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            scaler=scaler,
-            step=step,
-            checkpoint_dir=checkpoint_dir,
-            state=state,
-        )
-
-    def run(self) -> TrainResult:
-        from dogclf.training import checkpoint as ckpt
-        from dogclf.training import distributed
-        from dogclf.training.engine import evaluate, train_one_epoch
-
-        args, info = self.args, self.info
-        p = self.prepare()
-        model, train_module, step, loaders = p.model, p.train_module, p.step, p.loaders
-        optimizer, scheduler, scaler, state = p.optimizer, p.scheduler, p.scaler, p.state
-        labels, checkpoint_dir = p.dataset.labels, p.checkpoint_dir
-        counts = {split: len(s) for split, s in p.dataset.samples.items()}
-
-        start_epoch = 0
-        best: dict[str, Any] | None = None
-        best_state: dict[str, Any] | None = None
-        history: list[dict[str, Any]] = []
-        stale = 0
-        stopped_early = False
-        resumed_from = None
-        if state is not None:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            start_epoch = int(state["epoch"]) + 1
-            best = state["best"]
-            best_state = (
-                state["best_model"] if state.get("best_model") is not None else state["model"]
-            )
-            history = list(state["history"])
-            stale = int(state["stale_epochs"])
-            stopped_early = bool(state.get("stopped_early"))
-            resumed_from = start_epoch
-            self.log(
-                f"resuming from {checkpoint_dir / ckpt.CHECKPOINT_FILE}: epoch {start_epoch} done"
-            )
-
-        samples_per_rank: list[int] = []
-        for epoch in range(start_epoch, args.epochs):
-            if stopped_early:
-                break
-            loaders.train_sampler.set_epoch(epoch)
-            lr = optimizer.param_groups[0]["lr"]
-            train_stats = train_one_epoch(
-                train_module,
-                self.criterion,
-                optimizer,
-                loaders.train,
-                step,
-                scaler=scaler,
-                on_bad=self.on_bad,
-                log=self.log,
-                log_every=args.print_freq,
-                prefix=f"epoch {epoch + 1}/{args.epochs} step ",
-            )
-            scheduler.step()
-            samples_per_rank = distributed.all_gather_ints(train_stats.local_samples)
-            valid_stats = evaluate(train_module, loaders.valid, step, on_bad=self.on_bad)
-            improved = best is None or (
-                valid_stats.accuracy,
-                -valid_stats.loss,
-            ) > (best["valid_accuracy"], -best["valid_loss"])
-            if improved:
-                best = {
-                    "epoch": epoch,
-                    "valid_loss": valid_stats.loss,
-                    "valid_accuracy": valid_stats.accuracy,
-                    "train_loss": train_stats.loss,
-                    "train_accuracy": train_stats.accuracy,
-                }
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                stale = 0
-            else:
-                stale += 1
-            record = {
-                "epoch": epoch + 1,
-                "train_loss": train_stats.loss,
-                "train_accuracy": train_stats.accuracy,
-                "valid_loss": valid_stats.loss,
-                "valid_accuracy": valid_stats.accuracy,
-                "lr": lr,
-                "seconds": round(train_stats.seconds + valid_stats.seconds, 3),
-                "train_images_per_s": round(train_stats.images_per_s, 2),
-                "data_share": round(train_stats.data_share, 4),
-                "samples_per_rank": samples_per_rank,
-            }
-            history.append(record)
-            stopped_early = args.patience > 0 and stale >= args.patience and epoch + 1 < args.epochs
-            self.log_epoch(record, args.epochs, best_epoch=best["epoch"] + 1 if best else 0)
-            if info.is_main:
-                ckpt.save_checkpoint(
-                    checkpoint_dir,
-                    {
-                        "arch": args.arch,
-                        "labels": labels,
-                        "epoch": epoch,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict() if scaler is not None else None,
-                        "best": best,
-                        # The best weights only when they are not this epoch's (saves space).
-                        "best_model": None if improved else best_state,
-                        "history": history,
-                        "stale_epochs": stale,
-                        "stopped_early": stopped_early,
-                        "args": {k: str(v) for k, v in vars(args).items()},
-                    },
-                )
-            distributed.barrier()
-            if self.hooks.on_epoch is not None and info.is_main:
-                self.hooks.on_epoch(record, args.epochs)
-            if stopped_early:
-                self.log(
-                    f"early stop: no better valid accuracy for {stale} epochs "
-                    f"(best epoch {best['epoch'] + 1 if best else '?'})"
-                )
-
-        assert best is not None and best_state is not None  # at least one epoch ran
-        model.load_state_dict(best_state)
-        test_stats = evaluate(train_module, loaders.test, step, on_bad=self.on_bad)
-        for name, value in (
-            ("valid_loss", best["valid_loss"]),
-            ("valid_accuracy", best["valid_accuracy"]),
-            ("test_loss", test_stats.loss),
-            ("test_accuracy", test_stats.accuracy),
-        ):
-            self.log(format_metric(name, value))
-        self.log(
-            f"best epoch {best['epoch'] + 1}: valid accuracy {best['valid_accuracy']:.4f}, "
-            f"test accuracy {test_stats.accuracy:.4f}"
-        )
-        metrics: dict[str, Any] = {
+    def final_metrics(self, p: Prepared, best: dict[str, Any], test: EpochStats) -> dict[str, Any]:
+        """metrics.json: the best epoch's numbers, its test result, how the run went."""
+        history = p.progress.history
+        return {
             "train": {"loss": best["train_loss"], "accuracy": best["train_accuracy"]},
             "valid": {"loss": best["valid_loss"], "accuracy": best["valid_accuracy"]},
-            "test": {"loss": test_stats.loss, "accuracy": test_stats.accuracy},
+            "test": {"loss": test.loss, "accuracy": test.accuracy},
             "best_epoch": best["epoch"] + 1,
             "epochs_run": len(history),
-            "stopped_early": stopped_early,
-            "hyperparameters": hyperparameters_of(args),
-            "world_size": info.world_size,
-            "samples": counts,
-            "samples_per_rank": history[-1]["samples_per_rank"] if history else samples_per_rank,
+            "stopped_early": p.progress.stopped_early,
+            "hyperparameters": hyperparameters_of(self.args),
+            "world_size": self.info.world_size,
+            "samples": {split: len(s) for split, s in p.dataset.samples.items()},
+            "samples_per_rank": history[-1]["samples_per_rank"],
             "history": history,
         }
-        tarball = None
-        if info.is_main:
-            tarball = self.write_artifact(model, labels, metrics)
-        distributed.barrier()
-        return TrainResult(Path(args.model_dir), metrics, tarball, resumed_from)
 
     # -- pieces
 

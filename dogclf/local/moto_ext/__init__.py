@@ -1,0 +1,84 @@
+"""What moto 5.2.5 lacks or gets wrong for dogclf, patched into the in-process moto server.
+
+Written against moto 5.2.5 (pinned in pyproject's `emulator` extra); `install()` refuses
+other versions rather than patch internals that may have moved. Most patches add an API
+operation moto lacks; some override what moto already does where it differs from AWS in a
+way dogclf's commands would see. One module per concern, each saying exactly what it adds
+and what it overrides:
+
+- sagemaker_lifecycle: scripted statuses (a POST route), DescribeTrainingJob and
+  DescribeEndpoint stepping through them, Create/DeleteEndpoint overridden for scripts,
+  UpdateEndpoint and StopTrainingJob added;
+- training_runtime: CreateTrainingJob overridden (keeps MetricDefinitions, starts a
+  scripted job, or really runs the job through dogclf/local/job_executor.py once enabled);
+- tuning: a tuning job starts training jobs and reports the best one; lists and stops them;
+- lambda_concurrency: provisioned concurrency (Put/Get/Delete/List), capped by the reserved;
+- lambda_runtime: Invoke runs a deployed Python zip (lambda_runner.py, a fresh interpreter);
+- s3_policy: TLS-only bucket policy statements no longer deny everything;
+- routes: the /moto-api routes' plumbing, and post_json for their clients.
+
+Used by the test harness, the benchmarks and `dogclf demo` (dogclf/local/emulator.py).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+from dogclf.local.moto_ext import (
+    lambda_concurrency,
+    lambda_runtime,
+    s3_policy,
+    sagemaker_lifecycle,
+    training_runtime,
+    tuning,
+)
+from dogclf.local.moto_ext.lambda_runtime import LAMBDA_RUNTIME_PATH, enable_lambda_runtime
+from dogclf.local.moto_ext.routes import post_json
+from dogclf.local.moto_ext.sagemaker_lifecycle import (
+    SAGEMAKER_SCRIPT_PATH,
+    TRAINING_LOG_GROUP,
+    script_sagemaker,
+)
+from dogclf.local.moto_ext.training_runtime import TRAINING_RUNTIME_PATH, enable_training_runtime
+
+__all__ = [
+    "LAMBDA_RUNTIME_PATH",
+    "MOTO_VERSION",
+    "SAGEMAKER_SCRIPT_PATH",
+    "TRAINING_LOG_GROUP",
+    "TRAINING_RUNTIME_PATH",
+    "enable_lambda_runtime",
+    "enable_training_runtime",
+    "install",
+    "post_json",
+    "script_sagemaker",
+]
+
+MOTO_VERSION = "5.2.5"
+
+_installed = False
+
+
+def install() -> None:
+    """Apply every module's patches once per process, after checking moto's version."""
+    global _installed
+    if _installed:
+        return
+    found = version("moto")
+    if found != MOTO_VERSION:
+        from dogclf.errors import DogclfError
+
+        raise DogclfError(
+            f"the emulator extension was written for moto {MOTO_VERSION}, found {found}",
+            f"pip install 'moto[server]=={MOTO_VERSION}'",
+        )
+    for module in (
+        sagemaker_lifecycle,
+        training_runtime,
+        tuning,
+        lambda_concurrency,
+        s3_policy,
+        lambda_runtime,
+    ):
+        module.install()
+    _installed = True

@@ -1,0 +1,252 @@
+"""Hyperparameter tuning jobs on moto 5.2.5 that start training jobs and report the best one.
+
+moto 5.2.5 starts no training job for a tuning job, answers it with a fixed fake "best
+job", and has no ListTrainingJobsForHyperParameterTuningJob or
+StopHyperParameterTuningJob. This module overrides:
+
+- CreateHyperParameterTuningJob: starts MaxNumberOfTrainingJobs emulated training jobs
+  (tuned values drawn from the job's ranges, seeded by its name; a made-up objective value
+  each, since they are not run), records the real best one and the status counters, and
+  starts a scripted tuning job (sagemaker_lifecycle.py) in its first status;
+- DescribeHyperParameterTuningJob: one script step per call;
+
+and adds ListTrainingJobsForHyperParameterTuningJob (StatusEquals, SortBy, SortOrder,
+NextToken/MaxResults) and StopHyperParameterTuningJob (stops the InProgress children too).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dogclf.local.moto_ext.sagemaker_lifecycle import (
+    advance,
+    forget_script,
+    sagemaker_state,
+    set_final_metrics,
+    set_training_status,
+    start_script,
+)
+
+_OBJECTIVE = "FinalHyperParameterTuningJobObjectiveMetric"
+
+
+def _tuning_children(backend: Any, tuning_arn: str) -> list[Any]:
+    return [
+        job
+        for job in backend.training_jobs.values()
+        if getattr(job, "tuning_job_arn", None) == tuning_arn
+    ]
+
+
+def _sample_hyperparameters(ranges: dict[str, Any], rng: Any) -> dict[str, str]:
+    import math
+
+    tuned: dict[str, str] = {}
+    for r in ranges.get("ContinuousParameterRanges") or []:
+        lo, hi = float(r["MinValue"]), float(r["MaxValue"])
+        if r.get("ScalingType") in ("Logarithmic", "ReverseLogarithmic") and lo > 0:
+            value = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+        else:
+            value = rng.uniform(lo, hi)
+        tuned[r["Name"]] = f"{value:.6g}"
+    for r in ranges.get("IntegerParameterRanges") or []:
+        tuned[r["Name"]] = str(rng.randint(int(r["MinValue"]), int(r["MaxValue"])))
+    for r in ranges.get("CategoricalParameterRanges") or []:
+        tuned[r["Name"]] = rng.choice(r["Values"])  # echoed exactly as given, as AWS does
+    return tuned
+
+
+def _child_summary(job: Any, tuning_name: str, objective: dict[str, Any]) -> dict[str, Any]:
+    metric = next(
+        (m for m in job.final_metric_data_list if m["MetricName"] == objective.get("MetricName")),
+        None,
+    )
+    summary = {
+        "TrainingJobName": job.training_job_name,
+        "TrainingJobArn": job.arn,
+        "TuningJobName": tuning_name,
+        "CreationTime": job.creation_time,
+        "TrainingStartTime": job.training_start_time,
+        "TrainingJobStatus": job.training_job_status,
+        "TunedHyperParameters": job.tuned_hyper_parameters,
+        "ObjectiveStatus": "Succeeded" if metric else "Pending",
+    }
+    if job.training_end_time:
+        summary["TrainingEndTime"] = job.training_end_time
+    if metric:
+        summary[_OBJECTIVE] = {
+            "Type": objective.get("Type", "Maximize"),
+            "MetricName": metric["MetricName"],
+            "Value": metric["Value"],
+        }
+    return summary
+
+
+def _create_child(backend: Any, name: str, tuned: dict[str, str], request: dict[str, Any]) -> Any:
+    """One training job from the tuning request's TrainingJobDefinition and tuned values."""
+    definition = request.get("training_job_definition") or {}
+    return backend.create_training_job(
+        training_job_name=name,
+        hyper_parameters={**(definition.get("StaticHyperParameters") or {}), **tuned},
+        algorithm_specification=dict(definition.get("AlgorithmSpecification") or {}),
+        role_arn=definition.get("RoleArn"),
+        input_data_config=definition.get("InputDataConfig") or [],
+        output_data_config=definition.get("OutputDataConfig") or {},
+        resource_config=definition.get("ResourceConfig") or {},
+        vpc_config=definition.get("VpcConfig"),
+        stopping_condition=definition.get("StoppingCondition") or {},
+        tags=list(request.get("tags") or []),
+        enable_network_isolation=False,
+        enable_inter_container_traffic_encryption=False,
+        enable_managed_spot_training=bool(definition.get("EnableManagedSpotTraining")),
+        checkpoint_config=definition.get("CheckpointConfig"),
+        debug_hook_config=None,
+        debug_rule_configurations=None,
+        tensor_board_output_config=None,
+        experiment_config=None,
+    )
+
+
+def _start_children(backend: Any, arn: str, request: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tuning job's training jobs, created at once; their summaries."""
+    import random
+
+    name = request["hyper_parameter_tuning_job_name"]
+    config = request["hyper_parameter_tuning_job_config"]
+    objective = config.get("HyperParameterTuningJobObjective") or {}
+    count = int((config.get("ResourceLimits") or {}).get("MaxNumberOfTrainingJobs") or 1)
+    rng = random.Random(name)  # the same tuning job name draws the same values
+    children = []
+    sagemaker_state(backend)["in_tuning"] = True  # children get made-up metrics, not a real run
+    for i in range(count):
+        tuned = _sample_hyperparameters(config.get("ParameterRanges") or {}, rng)
+        child = _create_child(
+            backend, f"{name}-{i + 1:03d}-{rng.getrandbits(32):08x}", tuned, request
+        )
+        child.tuning_job_arn = arn
+        child.tuned_hyper_parameters = tuned
+        if objective.get("MetricName"):
+            low, high = (0.2, 1.5) if objective.get("Type") == "Minimize" else (0.5, 0.95)
+            set_final_metrics(child, {objective["MetricName"]: round(rng.uniform(low, high), 4)})
+        children.append(_child_summary(child, name, objective))
+    sagemaker_state(backend)["in_tuning"] = False
+    return children
+
+
+def _record_outcome(tuning: Any, children: list[dict[str, Any]], objective: dict[str, Any]) -> None:
+    """The best child by the objective, and the status counters, as Describe reports them."""
+    scored = [c for c in children if _OBJECTIVE in c]
+    if scored:
+        pick = min if objective.get("Type") == "Minimize" else max
+        best = pick(scored, key=lambda c: c[_OBJECTIVE]["Value"])
+        tuning.best_training_job = best
+        tuning.OverallBestTrainingJob = best
+    tuning.training_job_status_counters = {
+        "Completed": len(children),
+        "InProgress": 0,
+        "RetryableError": 0,
+        "NonRetryableError": 0,
+        "Stopped": 0,
+    }
+    tuning.objective_status_counters = {"Succeeded": len(scored), "Pending": 0, "Failed": 0}
+
+
+def _patch_create_and_describe() -> None:
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    create = SageMakerModelBackend.create_hyper_parameter_tuning_job
+    describe = SageMakerModelBackend.describe_hyper_parameter_tuning_job
+
+    def create_hyper_parameter_tuning_job(self: Any, **kwargs: Any) -> Any:
+        arn = create(self, **kwargs)
+        name = kwargs["hyper_parameter_tuning_job_name"]
+        config = kwargs["hyper_parameter_tuning_job_config"]
+        objective = config.get("HyperParameterTuningJobObjective") or {}
+        children = _start_children(self, arn, kwargs)
+        _record_outcome(self.hyper_parameter_tuning_jobs[name], children, objective)
+        start_script(self, "tuning-job", name)
+        return arn
+
+    def describe_hyper_parameter_tuning_job(self: Any, hyper_parameter_tuning_job_name: str) -> Any:
+        advance(self, "tuning-job", hyper_parameter_tuning_job_name)
+        return describe(self, hyper_parameter_tuning_job_name=hyper_parameter_tuning_job_name)
+
+    SageMakerModelBackend.create_hyper_parameter_tuning_job = create_hyper_parameter_tuning_job  # type: ignore[method-assign,assignment]
+    SageMakerModelBackend.describe_hyper_parameter_tuning_job = describe_hyper_parameter_tuning_job  # type: ignore[method-assign]
+
+
+def _sorted_page(response: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """SortBy/SortOrder, then one NextToken/MaxResults page of the summaries."""
+    sort_by = response._get_param("SortBy") or "Name"
+    keys = {
+        "Name": lambda r: r["TrainingJobName"],
+        "CreationTime": lambda r: r["CreationTime"],
+        "Status": lambda r: r["TrainingJobStatus"],
+        "FinalObjectiveMetricValue": lambda r: r.get(_OBJECTIVE, {}).get("Value", float("-inf")),
+    }
+    rows.sort(
+        key=keys.get(sort_by, keys["Name"]),
+        reverse=response._get_param("SortOrder") == "Descending",
+    )
+    start = int(response._get_param("NextToken") or 0)
+    size = int(response._get_param("MaxResults") or 10)
+    result: dict[str, Any] = {"TrainingJobSummaries": rows[start : start + size]}
+    if start + size < len(rows):
+        result["NextToken"] = str(start + size)
+    return result
+
+
+def _list_children_response(self: Any) -> Any:
+    """ListTrainingJobsForHyperParameterTuningJob, on moto's SageMakerResponse."""
+    from moto.core.responses import ActionResult
+
+    backend = self.sagemaker_backend
+    name = self._get_param("HyperParameterTuningJobName")
+    backend.describe_hyper_parameter_tuning_job(name)  # not-found error
+    tuning = backend.hyper_parameter_tuning_jobs[name]
+    objective = (
+        tuning.hyper_parameter_tuning_job_config.get("HyperParameterTuningJobObjective") or {}
+    )
+    rows = [_child_summary(j, name, objective) for j in _tuning_children(backend, tuning.arn)]
+    status = self._get_param("StatusEquals")
+    if status:
+        rows = [r for r in rows if r["TrainingJobStatus"] == status]
+    return ActionResult(_sorted_page(self, rows))
+
+
+def _patch_stop() -> None:
+    """StopHyperParameterTuningJob: the job and its InProgress children become Stopped."""
+    from moto.core.responses import EmptyResult
+    from moto.sagemaker.exceptions import ValidationError
+    from moto.sagemaker.models import SageMakerModelBackend
+    from moto.sagemaker.responses import SageMakerResponse
+
+    def stop_hyper_parameter_tuning_job(self: Any, name: str) -> None:
+        self.describe_hyper_parameter_tuning_job(name)
+        job = self.hyper_parameter_tuning_jobs[name]
+        if job.hyper_parameter_tuning_job_status != "InProgress":
+            raise ValidationError(
+                message=f"The request was rejected because the tuning job is in status {job.hyper_parameter_tuning_job_status}."
+            )
+        forget_script(self, "tuning-job", name)
+        job.hyper_parameter_tuning_job_status = "Stopped"
+        for child in _tuning_children(self, job.arn):
+            if child.training_job_status == "InProgress":
+                set_training_status(child, "Stopped", None)
+
+    def stop_tuning_job_response(self: Any) -> Any:
+        self.sagemaker_backend.stop_hyper_parameter_tuning_job(
+            self._get_param("HyperParameterTuningJobName")
+        )
+        return EmptyResult()
+
+    SageMakerModelBackend.stop_hyper_parameter_tuning_job = stop_hyper_parameter_tuning_job  # type: ignore[attr-defined]
+    SageMakerResponse.stop_hyper_parameter_tuning_job = stop_tuning_job_response  # type: ignore[attr-defined]
+
+
+def install() -> None:
+    from moto.sagemaker.responses import SageMakerResponse
+
+    _patch_create_and_describe()
+    _patch_stop()
+    SageMakerResponse.list_training_jobs_for_hyper_parameter_tuning_job = _list_children_response  # type: ignore[attr-defined]
