@@ -11,7 +11,7 @@ import pytest
 
 # The serving tests' session fixtures (one model trained by the training core, one real
 # `dogclf serve`), registered here so that every test module shares the same two.
-from serving_support import served, trained_model  # noqa: F401
+from serving_support import handler_service, served, trained_model  # noqa: F401
 
 from dogclf.local.emulator import Emulator, start_emulator
 

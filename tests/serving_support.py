@@ -1,8 +1,10 @@
 """Shared by the serving tests: one model trained by the real training core on generated
-data, one real `dogclf serve` process on a free port, and a small HTTP client.
+data, one real `dogclf serve` process on a free port, the same model.tar.gz served by AWS's
+PyTorch inference handler service (dogclf/local/pytorch_inference.py), a small HTTP client,
+and the corpus of good and bad request bodies.
 
 The fixtures are session-scoped and registered in conftest.py, so the suite trains once and
-starts one server, whichever serving test module runs first.
+starts each server once, whichever serving test module runs first.
 """
 
 from __future__ import annotations
@@ -172,6 +174,28 @@ def served(
     assert code == 0, log.read_text()[-3000:]
 
 
+@pytest.fixture(scope="session")
+def handler_service(
+    trained_model: TrainedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    """model.tar.gz as the SageMaker PyTorch inference image serves it: AWS's handler service
+    in a child process, in the container environment `dogclf deploy` gives the model (the
+    test server's [serving] limits), no dogclf importable there, no torch hub cache."""
+    from dogclf.aws.endpoints import model_environment
+    from dogclf.config import load_config
+    from dogclf.local.serve_process import start_pytorch_inference
+
+    root = tmp_path_factory.mktemp("handler-service")
+    container = model_environment(load_config(trained_model.config, {}), "us-east-1")
+    env = clean_env(**container, TORCH_HOME=str(root / "no-torch-cache"))
+    process = start_pytorch_inference(trained_model.tar, root, env=env, log_path=root / "log")
+    try:
+        yield Served(process.url, Client(process.url), root / "log", trained_model)
+    finally:
+        code = process.stop()
+    assert code == 0, (root / "log").read_text()[-3000:]
+
+
 # ---------------------------------------------------------------- images in many forms
 
 
@@ -224,3 +248,139 @@ def sixteen_bit_png() -> bytes:
 
     ramp = (np.arange(80 * 60, dtype=np.uint32).reshape(60, 80) * 13 % 65536).astype(np.uint16)
     return encode(Image.fromarray(ramp), "PNG")
+
+
+# ---------------------------------------------------------------- the request corpus
+
+
+@dataclass
+class Body:
+    """One request: body, Content-Type, extra headers; `images` says which images it holds
+    (a good body) and `top_k` how many answers each gets."""
+
+    name: str
+    body: bytes
+    content_type: str | None
+    headers: dict[str, str]
+    images: list[bytes]
+    top_k: int = 5
+    batched: bool = False
+
+
+@dataclass
+class BadBody:
+    """A request the model must refuse: the status and a phrase of the message."""
+
+    name: str
+    body: bytes
+    content_type: str | None
+    status: int
+    phrase: str
+    headers: dict[str, str]
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+def good_bodies(jpeg: bytes) -> list[Body]:
+    """Every way a client may send images: raw bytes under many types, JSON, batches."""
+    from PIL import Image
+
+    base = photo((64, 48))
+    raw = {
+        "png": encode(base, "PNG"),
+        "webp": encode(base, "WEBP"),
+        "bmp-1bit": encode(base.convert("1"), "BMP"),
+        "tiff-I": encode(base.convert("I"), "TIFF"),
+        "cmyk-jpeg": encode(base.convert("CMYK"), "JPEG"),
+        "rgba-png": encode(base.convert("RGBA"), "PNG"),
+        "p+transparency": encode(base.convert("P"), "PNG", transparency=0),
+        "16-bit-png": sixteen_bit_png(),
+        "exif-rotated": exif_rotated_png(base),
+        "animated-gif": animated_gif(),
+        "big-jpeg": encode(Image.new("RGB", (900, 700), (90, 30, 200)), "JPEG"),
+    }
+    bodies = [
+        Body(f"raw {name}", data, "application/x-image", {}, [data]) for name, data in raw.items()
+    ]
+    for content_type in (
+        "image/jpeg",
+        "image/png",
+        "application/octet-stream",
+        "Image/JPEG; charset=binary",
+        None,
+    ):
+        bodies.append(Body(f"jpeg as {content_type}", jpeg, content_type, {}, [jpeg]))
+    attributes = {"X-Amzn-SageMaker-Custom-Attributes": "trace=1,top_k=3"}
+    bodies += [
+        Body("custom attribute top_k", jpeg, "image/jpeg", attributes, [jpeg], top_k=3),
+        Body("json image", json.dumps({"image": _b64(jpeg), "top_k": 2}).encode(), "application/json", {}, [jpeg], top_k=2),
+        Body("json top_k over the attribute", json.dumps({"image": _b64(jpeg), "top_k": 1}).encode(), "application/json", attributes, [jpeg], top_k=1),
+        Body("json charset", json.dumps({"image": _b64(jpeg)}).encode(), "application/json; charset=utf-8", {}, [jpeg]),
+        Body("json images", json.dumps({"images": [_b64(jpeg), "data:image/png;base64," + _b64(raw["png"])]}).encode(), "application/json", {}, [jpeg, raw["png"]], batched=True),
+        Body("accept any", jpeg, "image/jpeg", {"Accept": "*/*"}, [jpeg]),
+        Body("accept list", jpeg, "image/jpeg", {"Accept": "text/html, application/json"}, [jpeg]),
+    ]  # fmt: skip
+    return bodies
+
+
+def bad_bodies(jpeg: bytes) -> list[BadBody]:
+    """Everything the model refuses, with the limits of the test server (MAX_PAYLOAD_MB,
+    MAX_IMAGE_PIXELS, the default 64 images per request)."""
+    from PIL import Image
+
+    limit = MAX_PAYLOAD_MB * 1024 * 1024
+    cases = [
+        ("text", b"x", "text/plain", 415, "not supported"),
+        ("pdf", b"%PDF-1.4", "application/pdf", 415, "not supported"),
+        ("empty", b"", "image/jpeg", 400, "empty request body"),
+        ("not json", b"{not json", "application/json", 400, "not valid JSON"),
+        ("json list", b"[1, 2]", "application/json", 400, "must be an object"),
+        ("no image", b'{"top_k": 3}', "application/json", 400, "no image"),
+        ("bad base64", b'{"image": "@@@"}', "application/json", 400, "not valid base64"),
+        ("image not a string", b'{"image": 42}', "application/json", 400, "base64 string"),
+        ("empty image", b'{"image": ""}', "application/json", 400, "is empty"),
+        ("empty images", b'{"images": []}', "application/json", 400, "non-empty list"),
+        ("65 images", json.dumps({"images": ["AA=="] * 65}).encode(), "application/json", 413, "the limit is 64"),
+        ("top_k 0", b'{"image": "AA==", "top_k": 0}', "application/json", 400, "between 1 and"),
+        ("top_k bool", b'{"image": "AA==", "top_k": true}', "application/json", 400, "integer"),
+        ("too large", b"x" * (limit + 1), "image/jpeg", 413, f"the limit is {limit:,}"),
+        ("url off", b'{"url": "http://169.254.169.254/"}', "application/json", 400, "turned off"),
+        ("text as jpeg", b"just some text", "image/jpeg", 400, "not an image"),
+        ("html as jpeg", b"<!doctype html><html><body>hi</body></html>", "image/jpeg", 400, "not an image"),
+        ("eps", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "application/x-image", 400, "not an image"),
+        ("truncated jpeg", encode(photo((200, 150)), "JPEG")[:600], "image/jpeg", 400, "truncated"),
+        ("bomb", bomb_png(10_000), "image/png", 413, "decompression bomb"),
+        ("over the pixel limit", bomb_png(2_100), "image/png", 413, "above the limit of 4,000,000"),
+        ("a line", encode(Image.new("RGB", (20_000, 1)), "PNG"), "image/png", 400, "more than 20 times"),
+        ("one bad in a batch", json.dumps({"images": [_b64(jpeg), _b64(b"nope")]}).encode(), "application/json", 400, "images[1]: "),
+    ]  # fmt: skip
+    bad = [BadBody(name, body, ct, status, phrase, {}) for name, body, ct, status, phrase in cases]
+    bad += [
+        BadBody("bad top_k attribute", jpeg, "image/jpeg", 400, "custom attribute top_k", {"X-Amzn-SageMaker-Custom-Attributes": "top_k=abc"}),
+        BadBody("accept csv", jpeg, "image/jpeg", 406, "cannot answer with 'text/csv'", {"Accept": "text/csv"}),
+    ]  # fmt: skip
+    return bad
+
+
+# Decoded by sagemaker_inference/transformer.py before input_fn runs (application/json is
+# one of its UTF8_TYPES): a non-UTF-8 body is a 500 inside AWS's toolkit, which dogclf's
+# clients never send (they build the JSON themselves, ASCII base64).
+NON_UTF8_JSON = b'{"image": "\xff\xfe"}'
+
+
+def crashing_model(model_dir: Path, dest: Path) -> Path:
+    """A copy of the model whose code/inference.py crashes in predict_fn (a bug in the user
+    script, as a model crash happens on SageMaker): every request is the toolkit's 500."""
+    import shutil
+
+    shutil.copytree(model_dir, dest)
+    with (dest / "code" / "inference.py").open("a", encoding="utf-8") as script:
+        script.write(
+            "\n\ndef predict_fn(input_data, model, context=None):\n"
+            "    raise RuntimeError('the model crashed')\n"
+        )
+    return dest

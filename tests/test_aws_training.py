@@ -20,7 +20,7 @@ from dogclf.aws.source_bundle import ENTRY_SCRIPT, build_bundle
 from dogclf.aws.tuning_jobs import unquote
 from dogclf.config import load_config
 from dogclf.local.emulator import Emulator
-from dogclf.model.hyperparameters import ENTRY_MODULE, hyperparameters_from_config
+from dogclf.model.hyperparameters import ENTRY_MODULE, hyperparameter_values
 from dogclf.model.metrics import METRIC_DEFINITIONS
 
 DATA = f"s3://{BUCKET}/dogclf/dev/data"
@@ -71,11 +71,12 @@ def test_training_job_request_carries_everything(project: Project) -> None:
     assert channels == {s: f"{DATA}/{s}/" for s in ("train", "valid", "test")}
     hps = job["HyperParameters"]
     cfg = load_config()
-    for key, value in hyperparameters_from_config(cfg.training).items():
-        assert hps[key] == value
-    assert hps["sagemaker_program"] == ENTRY_SCRIPT
+    # JSON-encoded, as the SageMaker SDK sends them (the toolkit json-decodes each).
+    for key, value in hyperparameter_values(cfg.training).items():
+        assert hps[key] == json.dumps(value)
+    assert hps["sagemaker_program"] == json.dumps(ENTRY_SCRIPT)
     assert hps["sagemaker_torch_distributed_enabled"] == "true"  # the torchrun launcher
-    code = hps["sagemaker_submit_directory"]
+    code = json.loads(hps["sagemaker_submit_directory"])
     assert code.startswith(f"s3://{BUCKET}/dogclf/dev/code/") and code.endswith("/sourcedir.tar.gz")
     boto3.client("s3").head_object(Bucket=BUCKET, Key=code.removeprefix(f"s3://{BUCKET}/"))
     assert job["ResourceConfig"]["InstanceCount"] == 2
@@ -199,7 +200,7 @@ def test_tuning_job_carries_ranges_objective_and_reports_best(project: Project) 
     ]
     definition = tuning["TrainingJobDefinition"]
     static = definition["StaticHyperParameters"]
-    assert not {"lr", "batch-size", "epochs"} & set(static) and static["arch"] == "tiny_cnn"
+    assert not {"lr", "batch-size", "epochs"} & set(static) and static["arch"] == '"tiny_cnn"'
     assert definition["AlgorithmSpecification"]["MetricDefinitions"] == METRIC_DEFINITIONS
     # The best job: the highest objective among the tuning job's own training jobs.
     children = sm.list_training_jobs_for_hyper_parameter_tuning_job(
@@ -285,7 +286,7 @@ def test_source_bundle_is_deterministic_and_self_contained(tmp_path: Path) -> No
 @pytest.mark.slow
 def test_local_job_downloads_data_trains_and_uploads(project: Project) -> None:
     """`--local` with no local data folder: the S3 data is downloaded, the real training
-    core runs under the emulated container contract, the model goes to S3 and latest."""
+    core runs under AWS's training launcher, the model goes to S3 and latest."""
     result = project.run("train-sagemaker", "--local", "--upload", "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)

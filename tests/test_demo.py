@@ -3,6 +3,7 @@ embedded emulator, at a reduced size (3 breeds, 2 epochs) so CI stays quick."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import queue
@@ -64,6 +65,16 @@ def test_demo_runs_every_step_and_leaves_nothing(tmp_path: Path) -> None:
     assert min(summary["test_accuracy"].values()) > summary["chance_accuracy"]
     assert "test_accuracy" in summary["training_metrics"]
     assert summary["left_after_teardown"] == []
+    # The endpoint's traffic was answered by AWS's code: the default image's handler service.
+    serve = next(s for s in summary["steps"] if s["step"] == "serve")
+    version = importlib.metadata.version("sagemaker-pytorch-inference")
+    assert serve["created"].startswith(
+        f"AWS's handler service (sagemaker-pytorch-inference {version})"
+    )
+    # The summary names every step that ran AWS's own code.
+    assert set(summary["aws_code"]) == {"train-sagemaker", "endpoint", "predict --via lambda"}
+    assert "sagemaker-training 5.1.4" in summary["aws_code"]["train-sagemaker"]
+    assert "awslambdaric" in summary["aws_code"]["predict --via lambda"]
     # Each step narrated on stderr; nothing of the emulator's access log.
     assert "[4/12] train-sagemaker" in done.stderr and "test_accuracy=" in done.stderr
     assert '"POST / HTTP/1.1"' not in done.stderr
@@ -159,3 +170,18 @@ def test_a_workdir_with_other_files_is_refused_untouched(tmp_path: Path) -> None
     assert "Traceback" not in done.stderr
     assert (tmp_path / "data" / "precious.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+@pytest.mark.parametrize(
+    ("image", "toolkit"),
+    [
+        ("763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-cpu-py312", True),
+        ("763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference@sha256:abc", True),
+        ("123456789012.dkr.ecr.us-east-1.amazonaws.com/dogclf-serve:0.1.0", False),
+        ("763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.6.0-cpu-py312", False),
+    ],
+)
+def test_the_endpoints_image_decides_what_answers(image: str, toolkit: bool) -> None:
+    from dogclf.local.demo import runs_handler_service
+
+    assert runs_handler_service(image) is toolkit

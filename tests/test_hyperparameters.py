@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from dogclf.config import TrainingSection
-from dogclf.model.hyperparameters import hyperparameters_from_config
+from dogclf.model.hyperparameters import (
+    decode_hyperparameter,
+    encode_hyperparameters,
+    hyperparameter_values,
+    hyperparameters_from_config,
+)
 from dogclf.training.train import hps_to_argv, parse_args
 
 
@@ -80,3 +85,19 @@ def test_hps_to_argv_matches_the_container_driver() -> None:
         "resnet50",
     ]
     assert hps_to_argv(None) == []
+
+
+def test_request_values_are_json_and_decode_to_the_same_arguments() -> None:
+    """What a job request carries (json.dumps of each value, as the SDK sends them), decoded
+    and passed as the toolkit does (sagemaker_training/mapping.py to_cmd_args: sorted keys,
+    str() of each decoded value), parses to the same arguments as the plain command line."""
+    training = TrainingSection(num_workers=2, pretrained=False, freeze_backbone=False)
+    encoded = encode_hyperparameters(hyperparameter_values(training))
+    assert encoded["arch"] == '"resnet50"' and encoded["pretrained"] == "false"
+    decoded = {k: decode_hyperparameter(v) for k, v in encoded.items()}
+    assert decoded["epochs"] == training.epochs and decoded["lr"] == training.lr
+    toolkit_argv = [t for k in sorted(decoded) for t in (f"--{k}", str(decoded[k]))]
+    plain = hyperparameters_from_config(training)
+    plain_argv = [t for k, v in plain.items() for t in (f"--{k}", v)]
+    assert parse_args(toolkit_argv, environ={}) == parse_args(plain_argv, environ={})
+    assert decode_hyperparameter("not json") == "not json"

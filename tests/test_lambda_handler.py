@@ -1,6 +1,7 @@
-"""The Lambda handler, called in-process as the runtime calls it, against a real `dogclf serve`
-process (through AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME) and moto's S3; and `predict --via lambda`
-through moto's Lambda invoke running the deployed zip (moto_ext's emulated runtime).
+"""The Lambda handler, called in-process as the runtime calls it, against the endpoint as the
+PyTorch inference image serves it (AWS's handler service in a child process, reached through
+AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME; one test on the BYO image's `dogclf serve`) and moto's S3;
+and `predict --via lambda` through moto's Lambda invoke running the deployed zip.
 
 Throttling and timeouts come from a stdlib stand-in runtime (StubRuntime), because a real
 endpoint cannot be made to throttle or stall on demand.
@@ -27,6 +28,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from serving_support import NON_UTF8_JSON, bomb_png, crashing_model
 
 from dogclf.local.emulator import Emulator
 
@@ -63,11 +65,25 @@ def write_tiny_model(root: Path) -> Path:
 
 @contextmanager
 def serve_process(model: Path) -> Iterator[str]:
-    """The real `dogclf serve` on a free port; yields its URL once it serves."""
+    """The real `dogclf serve` on a free port (the BYO image); yields its URL once it serves."""
     from dogclf.local.serve_process import start_serve
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOGCLF_")}
     process = start_serve(str(model), env=env)
+    try:
+        yield process.url
+    finally:
+        process.stop()
+
+
+@contextmanager
+def handler_service(model: Path, base_dir: Path) -> Iterator[str]:
+    """AWS's handler service serving `model` as the PyTorch inference image would."""
+    from dogclf.local.serve_process import start_pytorch_inference
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOGCLF_")}
+    env["SAGEMAKER_PROGRAM"] = "inference.py"
+    process = start_pytorch_inference(model, base_dir, env=env, log_path=base_dir / "log")
     try:
         yield process.url
     finally:
@@ -184,10 +200,14 @@ ACCOUNT = "123456789012"
 
 
 @pytest.fixture(scope="session")
-def endpoint_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One real `dogclf serve` process for the module's tests."""
-    model = write_tiny_model(tmp_path_factory.mktemp("lambda-model"))
-    with serve_process(model) as url:
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("lambda-model"))
+
+
+@pytest.fixture(scope="session")
+def endpoint_url(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The endpoint on the PyTorch inference image (dogclf's default): the handler service."""
+    with handler_service(tiny_model, tmp_path_factory.mktemp("lambda-endpoint")) as url:
         yield url
 
 
@@ -261,15 +281,26 @@ def rest_v1(body: str, *, binary: bool, content_type: str) -> dict[str, Any]:
 # ================================================================ the event forms
 
 
+@pytest.fixture(scope="session")
+def byo_endpoint_url(tiny_model: Path) -> Iterator[str]:
+    """The endpoint on dogclf's BYO image: a real `dogclf serve`."""
+    with serve_process(tiny_model) as url:
+        yield url
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("server", ["endpoint_url", "byo_endpoint_url"])
 def test_every_event_form_gets_the_endpoints_top_k(
     aws: Emulator,
-    endpoint_url: str,
+    server: str,
     images: list[bytes],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
 ) -> None:
     from dogclf.aws.session import AwsContext
+
+    endpoint_url: str = request.getfixturevalue(server)
 
     s3 = AwsContext().client("s3")
     s3.create_bucket(Bucket="dogclf-test-bucket")
@@ -387,7 +418,14 @@ def refusals(good: bytes) -> dict[str, tuple[Any, int, str]]:
             404,
             "cannot read",
         ),
-        "truncated jpeg": ({"image": b64(good[:150])}, 502, "corrupt or truncated"),
+        # The model's own refusals (AWS's ModelError around the toolkit's 400 / 413) stay 4xx.
+        "truncated jpeg": ({"image": b64(good[:150])}, 400, "corrupt or truncated"),
+        "decompression bomb": ({"image": b64(bomb_png(10_000))}, 413, "decompression bomb"),
+        "non-utf8 json body": (
+            http_v2(b64(NON_UTF8_JSON), binary=True, content_type="application/json"),
+            400,
+            "not valid JSON",
+        ),
     }
 
 
@@ -420,6 +458,59 @@ def test_refusals_have_the_right_status_message_and_request_id(
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["status"] for line in lines] == [status for _, status, _ in cases.values()]
     assert all(line["request_id"] == FakeContext.aws_request_id for line in lines)
+
+
+@pytest.fixture(scope="session")
+def crashing_endpoint_url(
+    tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The handler service over a model whose predict_fn raises: the toolkit's 500."""
+    from dogclf.model.artifact import extract_model_tar
+
+    root = tmp_path_factory.mktemp("crashing-endpoint")
+    model = crashing_model(extract_model_tar(tiny_model, root / "good"), root / "crashing")
+    with handler_service(model, root / "endpoint") as url:
+        yield url
+
+
+@pytest.mark.slow
+def test_a_model_crash_is_a_502_with_one_clean_line(
+    aws: Emulator, crashing_endpoint_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS's ModelError carries the container's 500 and its plain-text body (message and
+    traceback), and a Message naming the account: the caller gets the first line only."""
+    import boto3
+    import botocore.exceptions
+
+    runtime = boto3.client("sagemaker-runtime", endpoint_url=crashing_endpoint_url)
+    with pytest.raises(botocore.exceptions.ClientError) as raw:
+        runtime.invoke_endpoint(EndpointName="dogclf-dev", Body=png(), ContentType="image/png")
+    assert raw.value.response["OriginalStatusCode"] == 500
+    assert "Traceback" in raw.value.response["OriginalMessage"]
+    assert ACCOUNT in raw.value.response["Error"]["Message"]  # what must never be quoted
+
+    h = load_handler(monkeypatch, crashing_endpoint_url)
+    response = h.handler({"image": b64(png())}, FakeContext())
+    assert response["statusCode"] == 502
+    doc = body_of(response)
+    assert doc["error"] == "ModelError"
+    assert doc["message"] == (
+        "the model could not classify the image (status 500): the model crashed"
+    )
+    assert "Traceback" not in response["body"] and ACCOUNT not in response["body"]
+
+
+def test_non_utf8_json_is_refused_before_the_endpoint(
+    aws: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS's toolkit would answer such a body with a 500 (test_serving_inference): the
+    handler refuses it with a 400 and never calls the endpoint."""
+    with StubRuntime("ok") as stub:
+        h = load_handler(monkeypatch, stub.url)
+        event = http_v2(b64(NON_UTF8_JSON), binary=True, content_type="application/json")
+        response = h.handler(event, FakeContext())
+    assert response["statusCode"] == 400 and "not valid JSON" in body_of(response)["message"]
+    assert stub.calls == 0
 
 
 def test_s3_form_is_refused_when_not_enabled(

@@ -1,6 +1,7 @@
-"""`dogclf predict`: --via local (the model in this process) and --via endpoint (the real
-`dogclf serve`, reached by boto3 through AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME); the table,
---json, batching into requests, and bad files."""
+"""`dogclf predict`: --via local (the model in this process) and --via endpoint, reached by
+boto3 through AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, on both images an endpoint can run: the
+PyTorch inference image (AWS's handler service) and the BYO image (the real `dogclf serve`);
+the table, --json, batching into requests, and bad files."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from serving_support import Served, TrainedModel, clean_env
+from serving_support import Served, TrainedModel, clean_env, crashing_model
 from typer.testing import CliRunner
 
 from dogclf.cli import app
@@ -21,19 +23,35 @@ from dogclf.cli import app
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def env(served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """No real AWS: dummy credentials, sagemaker-runtime routed to the test server."""
-    variables = clean_env(
-        AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=served.url, DOGCLF_CONFIG=str(served.model.config)
-    )
+ACCOUNT = "123456789012"  # the account AWS's ModelError names
+
+
+def point_at(url: str, config: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """No real AWS: dummy credentials, sagemaker-runtime routed to the server at `url`."""
+    variables = clean_env(AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=url, DOGCLF_CONFIG=str(config))
     for key in list(os.environ):
         if key.startswith(("AWS_", "DOGCLF_")):
             monkeypatch.delenv(key)
     for key, value in variables.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.chdir(tmp_path)
     return variables
+
+
+@pytest.fixture
+def env(served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The endpoint on the BYO image: `dogclf serve`."""
+    monkeypatch.chdir(tmp_path)
+    return point_at(served.url, served.model.config, monkeypatch)
+
+
+@pytest.fixture
+def pytorch_image(
+    handler_service: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Served:
+    """The endpoint on the PyTorch inference image: AWS's handler service."""
+    monkeypatch.chdir(tmp_path)
+    point_at(handler_service.url, handler_service.model.config, monkeypatch)
+    return handler_service
 
 
 def predict(*args: str) -> Any:
@@ -162,3 +180,76 @@ def test_predict_via_endpoint_as_a_real_process(served: Served, env: dict[str, s
     assert proc.returncode == 0, proc.stderr
     (row,) = json.loads(proc.stdout)
     assert row["predictions"][0]["label"] == breed and len(row["predictions"]) == 1
+
+
+# ---------------------------------------------------------------- on the PyTorch inference image
+
+
+def test_via_endpoint_on_the_pytorch_image_equals_via_local(
+    pytorch_image: Served, tmp_path: Path
+) -> None:
+    model = pytorch_image.model
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, (image, _) in enumerate(model.test_images()):
+        shutil.copyfile(image, folder / f"{i:02d}.jpg")
+    local = predict(str(folder), "--via", "local", "--model", str(model.tar), "--json")
+    remote = predict(str(folder), "--json")
+    assert local.exit_code == 0 and remote.exit_code == 0, local.output + remote.output
+    assert json.loads(remote.stdout) == json.loads(local.stdout)
+    # One image goes raw, top_k in the custom attributes: code/inference.py reads them
+    # from the context the handler service passes.
+    one = predict(str(folder / "00.jpg"), "--json", "--top-k", "1")
+    assert one.exit_code == 0, one.output
+    assert (
+        json.loads(one.stdout)[0]["predictions"] == json.loads(local.stdout)[0]["predictions"][:1]
+    )
+
+
+def test_a_bad_file_on_the_pytorch_image_is_one_clean_line(
+    pytorch_image: Served, tmp_path: Path
+) -> None:
+    """The container answers message + traceback as plain text, AWS's ModelError names the
+    account: the user sees the message's first line, per file, and the others classified."""
+    image, _ = pytorch_image.model.test_images()[0]
+    good, bad, cut = tmp_path / "good.jpg", tmp_path / "notes.jpg", tmp_path / "cut.jpg"
+    shutil.copyfile(image, good)
+    bad.write_text("not a photo")
+    cut.write_bytes(image.read_bytes()[:300])
+    result = predict(str(good), str(bad), str(cut), "--json")
+    assert result.exit_code == 1
+    rows = json.loads(result.stdout)
+    assert "predictions" in rows[0]
+    assert rows[1]["error"] == "not an image Pillow can read (JPEG, PNG, WebP, GIF, BMP, TIFF)"
+    assert "truncated" in rows[2]["error"] and "\n" not in rows[2]["error"]
+    assert "Traceback" not in result.output and ACCOUNT not in result.output
+    assert f"Error: {bad}: not an image" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def crashing_endpoint(
+    trained_model: TrainedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The handler service over a copy of the model whose predict_fn raises."""
+    from dogclf.local.serve_process import start_pytorch_inference
+
+    root = tmp_path_factory.mktemp("crashing-endpoint")
+    model = crashing_model(trained_model.extracted, root / "model-src")
+    env = clean_env(SAGEMAKER_PROGRAM="inference.py")
+    process = start_pytorch_inference(model, root / "endpoint", env=env)
+    try:
+        yield process.url
+    finally:
+        process.stop()
+
+
+def test_a_model_crash_on_the_pytorch_image_is_one_line_naming_the_logs(
+    crashing_endpoint: str, trained_model: TrainedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    point_at(crashing_endpoint, trained_model.config, monkeypatch)
+    image, _ = trained_model.test_images()[0]
+    result = predict(str(image), "--endpoint-name", "dogclf-dev")
+    assert result.exit_code == 1
+    assert "the endpoint dogclf-dev failed (500): the model crashed" in result.stderr
+    assert "/aws/sagemaker/Endpoints/dogclf-dev" in result.stderr
+    assert "Traceback" not in result.output and ACCOUNT not in result.output

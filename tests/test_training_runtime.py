@@ -41,8 +41,9 @@ def test_a_submitted_job_trains_from_its_bundle_and_reports_like_sagemaker(
     # FinalMetricDataList comes from the job's own MetricDefinitions over its output.
     reported = {m["MetricName"]: m["Value"] for m in job["FinalMetricDataList"]}
     assert set(reported) >= {"test_accuracy", "valid_loss"} and reported == out["metrics"]
-    # The code that ran is the uploaded bundle, unpacked as the container does.
-    code = project.root / "jobs" / name / "code"
+    # The code that ran is the uploaded bundle, in the host's code/ as the container has it,
+    # run by AWS's launcher.
+    code = project.root / "jobs" / name / "algo-1" / "code"
     assert (code / "dogclf_train.py").is_file() and (code / "dogclf" / "training").is_dir()
     assert not (code / "dogclf" / "aws").exists()
     logs = boto3.client("logs")
@@ -54,6 +55,7 @@ def test_a_submitted_job_trains_from_its_bundle_and_reports_like_sagemaker(
         logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=stream["logStreamName"]
     )["events"]
     assert any(e["message"].startswith("test_accuracy=") for e in events)
+    assert any("Reporting training SUCCESS" in e["message"] for e in events)
 
 
 @pytest.mark.slow
@@ -71,8 +73,13 @@ def test_a_job_whose_program_fails_ends_failed_with_its_reason(project: Project)
     assert result.exit_code == 1
     assert "failed: AlgorithmError" in result.stderr
     assert "valid" in result.stderr and "last log lines" in result.stderr
-    (summary,) = boto3.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]
+    sm = boto3.client("sagemaker")
+    (summary,) = sm.list_training_jobs()["TrainingJobSummaries"]
     assert summary["TrainingJobStatus"] == "Failed"
+    # output/failure as the FailureReason: the training core's own line, as SageMaker words it.
+    reason = sm.describe_training_job(TrainingJobName=summary["TrainingJobName"])["FailureReason"]
+    assert reason.startswith("AlgorithmError: ") and reason.endswith(", exit code: 1")
+    assert "valid/ lacks 003." in reason and "\n" not in reason
 
 
 def test_final_metrics_take_each_definitions_last_match() -> None:

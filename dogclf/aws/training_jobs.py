@@ -98,25 +98,29 @@ def plan_source(plan: Plan, ctx: AwsContext, cfg: DogclfConfig) -> str:
 
 
 def program_hyperparameters(cfg: DogclfConfig) -> dict[str, str]:
-    from dogclf.model.hyperparameters import hyperparameters_from_config
+    """The training program's hyperparameters, JSON-encoded as the SageMaker SDK sends them."""
+    from dogclf.model.hyperparameters import encode_hyperparameters, hyperparameter_values
 
-    return hyperparameters_from_config(cfg.training)
+    return encode_hyperparameters(hyperparameter_values(cfg.training))
 
 
 def framework_hyperparameters(
     cfg: DogclfConfig, source_uri: str, region: str, job_name: str
 ) -> dict[str, str]:
-    """What the SageMaker PyTorch container reads to find and launch the entry point."""
-    params = {
+    """What the SageMaker PyTorch container reads to find and launch the entry point
+    (JSON-encoded like the rest: sagemaker_program is `"dogclf_train.py"`)."""
+    from dogclf.model.hyperparameters import TORCH_DISTRIBUTED, encode_hyperparameters
+
+    params: dict[str, Any] = {
         "sagemaker_program": ENTRY_SCRIPT,
         "sagemaker_submit_directory": source_uri,
         "sagemaker_region": region,
-        "sagemaker_container_log_level": "20",
+        "sagemaker_container_log_level": 20,
         "sagemaker_job_name": job_name,
     }
     if cfg.training.instance_count > 1:  # torchrun across the instances
-        params["sagemaker_torch_distributed_enabled"] = "true"
-    return params
+        params[TORCH_DISTRIBUTED] = True
+    return encode_hyperparameters(params)
 
 
 def input_channels(cfg: DogclfConfig) -> list[dict[str, Any]]:

@@ -52,7 +52,8 @@ def parameter_ranges(cfg: DogclfConfig) -> dict[str, list[dict[str, Any]]]:
             }
         ],
         "CategoricalParameterRanges": [
-            {"Name": names["batch_size"], "Values": [str(b) for b in hpo.batch_sizes]}
+            # JSON-encoded like every hyperparameter (the SDK's as_json_range)
+            {"Name": names["batch_size"], "Values": [json.dumps(b) for b in hpo.batch_sizes]}
         ],
         "IntegerParameterRanges": [],
     }
@@ -113,7 +114,7 @@ def tuning_request(
         if k not in tuned
     }
     if cfg.hpo.strategy == "Hyperband":  # the most epochs a job may run; Hyperband stops early
-        static[tuned_names()["epochs"]] = str(cfg.hpo.epochs_max)
+        static[tuned_names()["epochs"]] = json.dumps(cfg.hpo.epochs_max)
     definition: dict[str, Any] = {
         "StaticHyperParameters": static,
         "RoleArn": "",

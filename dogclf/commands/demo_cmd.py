@@ -22,7 +22,7 @@ def demo(
     keep: bool = typer.Option(
         False,
         "--keep",
-        help="Skip teardown; leave the emulator and `dogclf serve` running and print the "
+        help="Skip teardown; leave the emulator and the endpoint's server running and print the "
         "environment that points any dogclf (or aws) command at them. Ctrl-C stops them.",
     ),
     classes: int = typer.Option(5, "--classes", min=2, max=16, help="Breeds to generate."),
@@ -103,6 +103,8 @@ def _print_summary(result: Any) -> None:
     if result.paths_agree is not None:
         agree = "the same" if result.paths_agree else "DIFFERENT"
         render.out.print(f"Lambda and endpoint gave {agree} top-1 breed for every image")
+    for step, code in result.aws_code.items():
+        render.out.print(f"AWS's own code: {step} ran {code}", highlight=False)
     if result.left_after_teardown == []:
         render.out.print("teardown: nothing left in the emulated account")
 
@@ -115,7 +117,8 @@ def _hold(runner: Any, env: dict[str, str]) -> None:
     from dogclf import render
 
     render.err.print(
-        "\nThe emulator and `dogclf serve` keep running. In another shell:", highlight=False
+        "\nThe emulator and the endpoint's server keep running. In another shell:",
+        highlight=False,
     )
     for key, value in sorted(env.items()):
         render.err.print(f"export {key}={value}", highlight=False, markup=False)

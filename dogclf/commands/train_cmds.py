@@ -1,5 +1,5 @@
 """`dogclf train-sagemaker [--tune|--local]`: a SageMaker training or tuning job, or the same
-job run here under the emulated container contract."""
+job run here through AWS's own PyTorch training launcher."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import typer
 from dogclf.commands.options import DRY_RUN_OPTION, JSON_OPTION, POLL_INTERVAL_OPTION
 
 TUNE_HELP = "A hyperparameter tuning job over the [hpo] ranges."
-LOCAL_HELP = "Run the same job here (no Docker): the container contract emulated."
+LOCAL_HELP = "Run the same job here (no Docker), through AWS's training launcher."
 DATA_HELP = "--local: dataset folder \\[default: data.local_dir, else S3 data]."
 UPLOAD_HELP = "--local: put model.tar.gz in S3 and point latest at it."
 

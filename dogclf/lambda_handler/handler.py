@@ -15,6 +15,7 @@ import base64
 import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,9 @@ THROTTLED = {"ThrottlingException", "TooManyRequestsException", "Throttling"}
 UNAVAILABLE = {"ServiceUnavailable", "ModelNotReadyException", "InternalDependencyException"}
 # Content types the endpoint takes as raw bytes; other formats go as application/x-image.
 RAW_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
+# The model's 4xx, passed on to the caller with the code the handler's own refusals use.
+MODEL_CODES = {400: "BadRequest", 413: "PayloadTooLarge", 415: "UnsupportedMediaType"}
+MESSAGE_CHARS = 300  # of the model's message quoted to the caller
 
 
 @dataclass(frozen=True)
@@ -179,18 +183,13 @@ def _endpoint_body(request: Request, types: list[str]) -> dict[str, Any]:
 
 
 def _endpoint_error(exc: ClientError) -> HttpError:
-    """Map the runtime's errors to 502/503/504, quoting only the model's own message."""
+    """Map the runtime's errors to the model's 4xx or 502/503/504, quoting only the model's
+    own message."""
     err = exc.response.get("Error", {})
     code = str(err.get("Code", ""))
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     if code == "ModelError":
-        original = exc.response.get("OriginalStatusCode")
-        detail = _model_message(exc.response.get("OriginalMessage"))
-        return HttpError(
-            502,
-            "ModelError",
-            f"the model could not classify the image (status {original}): {detail}",
-        )
+        return _model_error(exc.response)
     if code in THROTTLED or status == 429:
         return HttpError(503, "Throttled", "the endpoint is throttling requests; retry shortly")
     if code in UNAVAILABLE or status == 503:
@@ -199,13 +198,29 @@ def _endpoint_error(exc: ClientError) -> HttpError:
     return HttpError(502, "EndpointError", f"the endpoint call failed ({code or status})")
 
 
+def _model_error(response: Mapping[str, Any]) -> HttpError:
+    """The model's own answer, carried in AWS's ModelError: its 4xx stays a 4xx (the input's
+    fault: 400 bad image, 413 too big, 415 not an image), anything else is a 502."""
+    status = int(response.get("OriginalStatusCode") or 0)
+    detail = _model_message(response.get("OriginalMessage"))
+    if 400 <= status < 500:
+        return HttpError(status, MODEL_CODES.get(status, "ModelRejected"), detail)
+    return HttpError(
+        502, "ModelError", f"the model could not classify the image (status {status}): {detail}"
+    )
+
+
 def _model_message(original: Any) -> str:
-    """The model server's error body is often JSON with a "message": quote just that."""
-    text = str(original or "no message")
+    """One line of the model server's error body, never a traceback: the PyTorch inference
+    image answers "message\nTraceback ..." as plain text (sagemaker_inference transformer.py
+    handle_error), `dogclf serve` JSON with a "message". AWS's own Message names the account
+    and is never quoted."""
+    text = str(original or "")
     try:
         doc = json.loads(text)
     except ValueError:
         doc = None
     if isinstance(doc, dict) and isinstance(doc.get("message"), str):
         text = doc["message"]
-    return text[:300]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:MESSAGE_CHARS] if lines else "no message"

@@ -4,7 +4,9 @@ Wiring only. Each step runs the real `dogclf` command with `--json`, so the summ
 its result, through the runner the `demo` command passes in (commands/in_process.py: this
 process, the same Typer group the console script uses, errors raised to here); what
 plays AWS is the moto server (dogclf/local/emulator.py) with its training and Lambda
-runtimes switched on, and the endpoint's traffic goes to a real `dogclf serve` process.
+runtimes switched on, and the endpoint's traffic goes to what the endpoint's image runs:
+AWS's PyTorch inference handler service (the default image) or a real `dogclf serve` process
+(a BYO image), in a child process.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,7 @@ class DemoResult:
     paths_agree: bool | None = None
     left_after_teardown: list[str] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    aws_code: dict[str, str] = field(default_factory=dict)  # step -> AWS's own code it ran
 
     @property
     def ok(self) -> bool:
@@ -84,6 +87,7 @@ class DemoResult:
             "test_accuracy": self.accuracy,
             "paths_agree": self.paths_agree,
             "left_after_teardown": self.left_after_teardown,
+            "aws_code": self.aws_code,
             "env": self.env,
         }
 
@@ -126,6 +130,14 @@ max_instances = 3
 reserved_concurrency = 5
 provisioned_concurrency = 1
 """
+
+
+def runs_handler_service(image: str) -> bool:
+    """Whether an endpoint's image is the SageMaker PyTorch inference image (the default,
+    `endpoint.image_uri` unset), which serves through AWS's handler service; any other image
+    is taken for dogclf's BYO image, which runs `dogclf serve`."""
+    repository = image.rsplit("/", 1)[-1].split(":", 1)[0].split("@", 1)[0]
+    return repository == "pytorch-inference"
 
 
 # `status` rows that say a thing is not there.
@@ -293,17 +305,66 @@ class Demo:
         self.model_data = str(out["model_data"])
         test = self.result.training_metrics.get("test_accuracy")
         shown = f"; test_accuracy {test:.3f}" if test is not None else ""
+        self.result.aws_code["train-sagemaker"] = (
+            "the SageMaker training launcher "
+            f"({_pinned('sagemaker-training')}, {_pinned('sagemaker-pytorch-training')})"
+        )
         return f"training job {out['job']} {out['status']} -> {self.model_data}{shown}"
 
     def deploy(self) -> str:
         out = self.command("deploy", "--poll-interval", "0")
+        self.model_name = str(out["model"])
         return (
             f"model {out['model']}, config {out['endpoint_config']}, endpoint "
             f"{out['endpoint']} ({out['instance_count']} x {out['instance_type']}, {out['status']})"
         )
 
     def serve(self) -> str:
+        """Start what the endpoint's image runs, with the model's own environment."""
+        import boto3
+
         from dogclf.local import moto_ext
+
+        container = boto3.client("sagemaker").describe_model(ModelName=self.model_name)[
+            "PrimaryContainer"
+        ]
+        if runs_handler_service(container["Image"]):
+            answered_by = self._serve_handler_service(container)
+            self.result.aws_code["endpoint"] = answered_by
+        else:
+            answered_by = self._serve_byo()
+        runtime = {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.server.url}
+        self.result.env.update(runtime)
+        os.environ.update(runtime)
+        # The emulated Lambda's boto3 must reach the same endpoint traffic.
+        moto_ext.enable_lambda_runtime(self.emulator.url, runtime)
+        return f"{answered_by} at {self.server.url} answers the endpoint's invocations"
+
+    def _serve_handler_service(self, container: Mapping[str, Any]) -> str:
+        """The PyTorch inference image: AWS's handler service over the model.tar.gz that
+        CreateModel named, in the container's Environment (SAGEMAKER_PROGRAM, limits)."""
+        import boto3
+
+        from dogclf.aws.artifacts import parse_s3_uri
+        from dogclf.local.serve_process import start_pytorch_inference
+
+        endpoint = self.workdir / "endpoint"
+        endpoint.mkdir(exist_ok=True)
+        bucket, key = parse_s3_uri(container["ModelDataUrl"])
+        tar = endpoint / "model.tar.gz"
+        boto3.client("s3").download_file(bucket, key, str(tar))
+        self.server = start_pytorch_inference(
+            tar,
+            endpoint,
+            env={**os.environ, **(container.get("Environment") or {})},
+            region=REGION,
+            account=ACCOUNT_ID,
+            log_path=self.workdir / "serve.log",
+        )
+        return f"AWS's handler service ({_pinned('sagemaker-pytorch-inference')})"
+
+    def _serve_byo(self) -> str:
+        """A bring-your-own image: the dogclf serve container runs `dogclf serve`."""
         from dogclf.local.serve_process import start_serve
 
         self.server = start_serve(
@@ -312,12 +373,7 @@ class Demo:
             extra_args=("--max-batch-wait-ms", "2"),
             log_path=self.workdir / "serve.log",
         )
-        runtime = {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.server.url}
-        self.result.env.update(runtime)
-        os.environ.update(runtime)
-        # The emulated Lambda's boto3 must reach the same endpoint traffic.
-        moto_ext.enable_lambda_runtime(self.emulator.url, runtime)
-        return f"dogclf serve {self.server.url} answers the endpoint's invocations"
+        return "dogclf serve"
 
     def scale(self) -> str:
         out = self.command("scale")
@@ -346,6 +402,10 @@ class Demo:
         acc, labels = accuracy(out)
         self.result.accuracy[via] = round(acc, 4)
         self._labels[via] = labels
+        if via == "lambda":
+            self.result.aws_code["predict --via lambda"] = (
+                f"the Lambda runtime interface client ({_pinned('awslambdaric')})"
+            )
         if len(self._labels) == 2:
             first, second = self._labels.values()
             self.result.paths_agree = first == second
@@ -384,7 +444,11 @@ class Demo:
             ("upload", "validate the dataset and sync it to S3", self.upload),
             ("train-sagemaker", "a SageMaker training job, run by the emulator", self.train),
             ("deploy", "model, endpoint config and endpoint", self.deploy),
-            ("serve", "the endpoint's traffic: a real `dogclf serve`", self.serve),
+            (
+                "serve",
+                "the endpoint's traffic: what its image runs, in a child process",
+                self.serve,
+            ),
             ("scale", "auto-scaling on the endpoint variant", self.scale),
             (
                 "lambda-deploy",
@@ -424,3 +488,10 @@ class Demo:
         if self.emulator is not None:
             self.emulator.stop()
             self.emulator = None
+
+
+def _pinned(package: str) -> str:
+    """`name version` of one of the AWS packages the emulator checked at start."""
+    from dogclf.local.pins import EMULATOR_PINS
+
+    return f"{package} {EMULATOR_PINS[package]}"

@@ -68,7 +68,9 @@ def start_emulator() -> Emulator:
     from moto.server import ThreadedMotoServer
 
     from dogclf.local import moto_ext
+    from dogclf.local.pins import check_pins
 
+    check_pins()
     moto_ext.install()
     # One access-log line per request would bury the commands' own output (errors still show).
     logging.getLogger("werkzeug").setLevel(logging.WARNING)

@@ -1,18 +1,21 @@
-"""Runs a submitted CreateTrainingJob request here, as the SageMaker PyTorch container would.
+"""Runs a submitted CreateTrainingJob request here, through AWS's PyTorch training launcher.
 
 The embedded emulator (dogclf/local/moto_ext/training_runtime.py) hands each new training job to
 `execute_training_job` when its training runtime is enabled (`dogclf demo` does): the
-job's source bundle (`sagemaker_submit_directory`) and channels are downloaded from the
-emulated S3, `sagemaker_program` runs under the container contract of
-dogclf/local/runner.py, and `model.tar.gz` goes to `S3OutputPath/<job>/output/` in the
+job's channels and source bundle (`sagemaker_submit_directory`) are downloaded from the
+emulated S3, the hosts run the launcher on exactly the request's hyperparameters
+(dogclf/local/runner.py), and `model.tar.gz` goes to `S3OutputPath/<job>/output/` in the
 emulated S3, where SageMaker puts it. So `train-sagemaker` against the emulator trains a
 real model from exactly the request it sent, not from the local config.
+
+The bundle is unpacked into each host's code/ beforehand (the launcher then skips its own
+download: sagemaker_training/files.py download_and_extract) because the hosts' private
+network (job_network.py) has no route to the emulator.
 """
 
 from __future__ import annotations
 
 import re
-import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,8 @@ from dogclf.aws.artifacts import download_file, upload_file
 from dogclf.aws.s3_sync import download_prefix
 from dogclf.aws.session import AwsContext
 from dogclf.local.runner import JobSpec, run_job
+from dogclf.local.sagemaker_container import input_data_config
+from dogclf.model.hyperparameters import decode_hyperparameter
 
 DEFAULT_MAX_RUN = 86400
 
@@ -46,15 +51,6 @@ def final_metrics(definitions: list[dict[str, str]], lines: list[str]) -> dict[s
     return found
 
 
-def _unpack_source(ctx: AwsContext, uri: str, job_dir: Path) -> Path:
-    archive = download_file(ctx, uri, job_dir / "sourcedir.tar.gz")
-    code_dir = job_dir / "code"
-    code_dir.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(code_dir, filter="data")  # refuses absolute paths and `..`
-    return code_dir
-
-
 def execute_training_job(
     ctx: AwsContext,
     request: dict[str, Any],
@@ -66,23 +62,24 @@ def execute_training_job(
     name = str(request["TrainingJobName"])
     hyperparameters = {str(k): str(v) for k, v in (request.get("HyperParameters") or {}).items()}
     job_dir = Path(workdir).resolve() / name
-    code_dir = _unpack_source(ctx, hyperparameters["sagemaker_submit_directory"], job_dir)
+    source = decode_hyperparameter(hyperparameters["sagemaker_submit_directory"])
+    archive = download_file(ctx, str(source), job_dir / "sourcedir.tar.gz")
     channels: dict[str, Path] = {}
     for channel in request.get("InputDataConfig") or []:
         target = job_dir / "channels" / channel["ChannelName"]
         download_prefix(ctx, channel["DataSource"]["S3DataSource"]["S3Uri"], target, workers=8)
         channels[channel["ChannelName"]] = target
     resources = request.get("ResourceConfig") or {}
+    stopping = request.get("StoppingCondition") or {}
     spec = JobSpec(
         hyperparameters=hyperparameters,
+        channels=channels,
+        input_data_config=input_data_config(request.get("InputDataConfig") or []),
         instance_type=str(resources.get("InstanceType", "ml.m5.large")),
         instance_count=int(resources.get("InstanceCount", 1)),
-        max_run=int(
-            (request.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds", DEFAULT_MAX_RUN)
-        ),
+        max_run=int(stopping.get("MaxRuntimeInSeconds", DEFAULT_MAX_RUN)),
         job_name=name,
-        code_dir=code_dir,
-        program=hyperparameters.get("sagemaker_program"),
+        code_archive=archive,
     )
     lines: list[str] = []
 
@@ -90,7 +87,7 @@ def execute_training_job(
         lines.append(line)
         on_log(line)
 
-    result = run_job(spec, channels, Path(workdir), on_log=log)
+    result = run_job(spec, Path(workdir), on_log=log)
     output = str((request.get("OutputDataConfig") or {})["S3OutputPath"]).rstrip("/")
     model_data = upload_file(ctx, result.model_tar, f"{output}/{name}/output/model.tar.gz")
     definitions = (request.get("AlgorithmSpecification") or {}).get("MetricDefinitions") or []

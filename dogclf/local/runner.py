@@ -1,70 +1,62 @@
-"""A SageMaker training job run here, without Docker: the container contract emulated.
+"""A SageMaker training job run here, without Docker, through AWS's own training launcher.
 
-What the PyTorch training container gives an entry point, built in a work folder:
-`opt/ml/input/data/<channel>` (the channels, linked), `opt/ml/input/config/*.json`, an
-empty `opt/ml/model`, `opt/ml/output`, `opt/ml/checkpoints`, the `SM_*` environment, and
-the hyperparameters as `--key value` arguments (and as JSON in SM_HPS). The entry point runs
-as a subprocess exactly as the container's driver starts it; afterwards the model folder is
-tarred into `model.tar.gz`, as SageMaker does before uploading it.
+Each emulated host (algo-1, algo-2, ...) gets a base folder laid out from the job's
+CreateTrainingJob request (dogclf/local/sagemaker_container.py) and runs the PyTorch training
+image's launcher, `train` with SAGEMAKER_TRAINING_MODULE=sagemaker_pytorch_container.training:main
+(sagemaker-training + sagemaker-pytorch-training), as a subprocess inside the job's private
+network (dogclf/local/job_network.py). The launcher sets the SM_* environment, starts the
+program (torchrun across the hosts when sagemaker_torch_distributed_enabled) and writes
+output/failure. Afterwards the hosts' model folders are merged and tarred into
+`model.tar.gz`, as SageMaker does before uploading it.
 
-`instance_count > 1` starts one process per emulated host (algo-1, algo-2, ...) joined by
-torch.distributed over loopback, the way SageMaker's torchrun launcher joins hosts. The
-hosts share one /opt/ml tree here: only rank 0 writes the model and checkpoints.
-The checkpoints folder is kept between runs of the same job name, like a checkpoint S3 URI
-that SageMaker restores into a restarted (spot) job; model/ and output/ start empty.
+What SageMaker's platform, not the container, does stays emulated here: fetching the
+channels, the CheckpointConfig sync (a job folder's checkpoints/ plays the checkpoint S3 URI:
+copied into every host's checkpoints/ before the run and back after it, so a re-run of the
+same job name resumes as a restarted spot job does), the max run time, the packing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import shutil
-import socket
+import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from dogclf.errors import DogclfError, ResourceFailedError, require_extra
-from dogclf.model.hyperparameters import (
-    ENTRY_MODULE,
-    hyperparameters_argv,
-    hyperparameters_from_config,
+from dogclf.local.sagemaker_container import (
+    HostLayout,
+    HostSetup,
+    failure_reason,
+    launcher_command,
+    launcher_env,
+    merge_model_dirs,
+    prepare_host,
 )
+from dogclf.model.hyperparameters import TORCH_DISTRIBUTED, decode_hyperparameter
 
 if TYPE_CHECKING:
     from dogclf.config import DogclfConfig
+    from dogclf.local.job_network import HostNetwork, JobNetwork
 
-CHANNELS = ("train", "valid", "test")
 TAIL_LINES = 15
-# Variables that would leak the caller's own distributed or SageMaker set-up into the job.
-_SCRUB_PREFIXES = ("SM_",)
-_SCRUB = {
-    "RANK",
-    "WORLD_SIZE",
-    "LOCAL_RANK",
-    "LOCAL_WORLD_SIZE",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "GROUP_RANK",
-    "ROLE_RANK",
-    "TORCHELASTIC_RUN_ID",
-}
 
 
 class JobFailedError(ResourceFailedError):
-    """The entry point failed or ran too long; `what` and `reason` as SageMaker would say."""
+    """The launcher failed or ran too long; `failure_reason` as DescribeTrainingJob says it."""
 
-    def __init__(self, message: str, hint: str, *, what: str, reason: str) -> None:
+    def __init__(self, message: str, hint: str, *, failure_reason: str) -> None:
         super().__init__(message, hint)
-        self.what = what
-        self.reason = reason
+        self.failure_reason = failure_reason
 
 
 @dataclass
@@ -77,291 +69,107 @@ class LocalJobResult:
     exit_code: int
 
 
-@dataclass
-class _Layout:
-    job_dir: Path
-
-    @property
-    def opt_ml(self) -> Path:
-        return self.job_dir / "opt" / "ml"
-
-    @property
-    def data(self) -> Path:
-        return self.opt_ml / "input" / "data"
-
-    @property
-    def config(self) -> Path:
-        return self.opt_ml / "input" / "config"
-
-    @property
-    def model(self) -> Path:
-        return self.opt_ml / "model"
-
-    @property
-    def output(self) -> Path:
-        return self.opt_ml / "output"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.opt_ml / "checkpoints"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _link_channel(source: Path, target: Path) -> None:
-    source = source.resolve()
-    if not source.is_dir():
-        raise DogclfError(
-            f"channel data {source} is not a folder",
-            "pass the train/ valid/ test/ folders of a dataset in the dogImages layout",
-        )
-    try:
-        target.symlink_to(source, target_is_directory=True)
-    except OSError:  # no symlinks here (some Windows set-ups): copy instead
-        shutil.copytree(source, target)
-
-
-def prepare_job_dir(
-    layout: _Layout,
-    channels: dict[str, Path],
-    hyperparameters: dict[str, str],
-    hosts: list[str],
-    instance_type: str,
-) -> None:
-    """The /opt/ml tree: fresh input/model/output, kept checkpoints."""
-    for stale in (layout.opt_ml / "input", layout.model, layout.output):
-        if stale.is_symlink() or stale.is_file():
-            stale.unlink()
-        elif stale.exists():
-            shutil.rmtree(stale)
-    for folder in (
-        layout.data,
-        layout.config,
-        layout.model,
-        layout.output / "data",
-        layout.checkpoints,
-    ):
-        folder.mkdir(parents=True, exist_ok=True)
-    for name, source in channels.items():
-        _link_channel(Path(source), layout.data / name)
-    config = {
-        "hyperparameters.json": {k: str(v) for k, v in hyperparameters.items()},
-        "resourceconfig.json": {
-            "current_host": hosts[0],
-            "current_instance_type": instance_type,
-            "current_group_name": "homogeneousCluster",
-            "hosts": hosts,
-            "instance_groups": [
-                {
-                    "instance_group_name": "homogeneousCluster",
-                    "instance_type": instance_type,
-                    "hosts": hosts,
-                }
-            ],
-            "network_interface_name": "lo",
-        },
-        "inputdataconfig.json": {
-            name: {
-                "TrainingInputMode": "File",
-                "S3DistributionType": "FullyReplicated",
-                "RecordWrapperType": "None",
-            }
-            for name in channels
-        },
-    }
-    for name, content in config.items():
-        (layout.config / name).write_text(json.dumps(content, indent=2), encoding="utf-8")
-
-
-def container_env(
-    layout: _Layout,
-    channels: list[str],
-    hyperparameters: dict[str, str],
-    *,
-    hosts: list[str],
-    host_index: int,
-    instance_type: str,
-    master_port: int,
-    base: dict[str, str] | None = None,
-    code_dir: Path | None = None,
-) -> dict[str, str]:
-    """The environment the PyTorch training container sets for one host's process."""
-    env = {
-        k: v
-        for k, v in (os.environ if base is None else base).items()
-        if not k.startswith(_SCRUB_PREFIXES) and k not in _SCRUB
-    }
-    cpus = os.cpu_count() or 1
-    host = _Host(hosts, host_index, instance_type, master_port, cpus)
-    env.update(
-        {k: str(v) for k, v in _sm_variables(layout, channels, hyperparameters, host).items()}
-    )
-    if len(hosts) > 1:
-        # What torchrun gives each process on its host; "hosts" are processes on loopback.
-        env.update(
-            RANK=str(host_index),
-            WORLD_SIZE=str(len(hosts)),
-            LOCAL_RANK="0",
-            LOCAL_WORLD_SIZE="1",
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(master_port),
-        )
-        # N emulated hosts share this machine's cores (torchrun's own default is 1).
-        env.setdefault("OMP_NUM_THREADS", str(max(1, cpus // len(hosts))))
-    # The job runs the uploaded source dir when there is one (the container's /opt/ml/code),
-    # else this checkout's dogclf.
-    code_root = str(code_dir or Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (code_root, env.get("PYTHONPATH")) if p)
-    if code_dir is not None:
-        env["SM_MODULE_DIR"] = str(code_dir)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-@dataclass(frozen=True)
-class _Host:
-    """Where one process of the job runs, as the container's SM_* variables describe it."""
-
-    hosts: list[str]
-    index: int
-    instance_type: str
-    master_port: int
-    cpus: int
-
-
-def _sm_variables(
-    layout: _Layout, channels: list[str], hyperparameters: dict[str, str], host: _Host
-) -> dict[str, Any]:
-    """The container's SM_* variables for one host's process."""
-    opt_ml, hosts = layout.opt_ml, host.hosts
-    sm: dict[str, Any] = {
-        "SM_MODEL_DIR": layout.model,
-        "SM_INPUT_DIR": opt_ml / "input",
-        "SM_INPUT_DATA_DIR": layout.data,
-        "SM_INPUT_CONFIG_DIR": layout.config,
-        "SM_OUTPUT_DIR": layout.output,
-        "SM_OUTPUT_DATA_DIR": layout.output / "data",
-        "SM_OUTPUT_FAILURE": layout.output / "failure",
-        "SM_CHECKPOINT_DIR": layout.checkpoints,
-        "SM_CHANNELS": json.dumps(sorted(channels)),
-        "SM_HPS": json.dumps(hyperparameters),
-        "SM_HOSTS": json.dumps(hosts),
-        "SM_CURRENT_HOST": hosts[host.index],
-        "SM_HOST_COUNT": len(hosts),
-        "SM_CURRENT_HOST_RANK": host.index,
-        "SM_CURRENT_INSTANCE_TYPE": host.instance_type,
-        "SM_MASTER_ADDR": hosts[0],
-        "SM_MASTER_PORT": host.master_port,
-        "SM_NUM_GPUS": _gpu_count(),
-        "SM_NUM_CPUS": host.cpus,
-        "SM_LOG_LEVEL": 20,
-        "SM_NETWORK_INTERFACE_NAME": "lo",
-        "SM_MODULE_NAME": ENTRY_MODULE,
-        "SM_USER_ARGS": json.dumps(program_arguments(hyperparameters)),
-    }
-    for name in channels:
-        sm[f"SM_CHANNEL_{name.upper()}"] = layout.data / name
-    for key, value in hyperparameters.items():
-        sm[f"SM_HP_{key.upper().replace('-', '_')}"] = value
-    return sm
-
-
-def _gpu_count() -> int:
-    """GPUs without importing torch here (the control plane may not have it)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([d for d in visible.split(",") if d.strip()])
-    if shutil.which("nvidia-smi") is None:
-        return 0
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--list-gpus"], capture_output=True, text=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    return len([line for line in out.stdout.splitlines() if line.startswith("GPU ")])
-
-
-def _pump(name: str, stream: IO[str], lines: queue.Queue[tuple[str, str | None]]) -> None:
-    for line in iter(stream.readline, ""):
-        lines.put((name, line.rstrip("\n")))
-    lines.put((name, None))
-
-
 @dataclass(frozen=True)
 class JobSpec:
-    """What one training job needs, whoever asked for it (the config, or a job request)."""
+    """One training job as its CreateTrainingJob request describes it, parts fetched."""
 
-    hyperparameters: dict[str, str]
+    hyperparameters: dict[str, str]  # the request's, JSON-encoded values
+    channels: dict[str, Path]
+    input_data_config: dict[str, dict[str, str]]
     instance_type: str
     instance_count: int = 1
     max_run: int = 86400
     job_name: str = "local"
-    # The unpacked sagemaker_submit_directory and its sagemaker_program; None runs this
-    # checkout's entry module instead (what `train-sagemaker --local` rehearses).
-    code_dir: Path | None = None
-    program: str | None = None
+    # sourcedir.tar.gz unpacked into each host's code/ before the launcher starts; None: the
+    # launcher fetches sagemaker_submit_directory itself (a local tarball, `--local`).
+    code_archive: Path | None = None
 
 
 def run_local_job(
     cfg: DogclfConfig,
     channels: dict[str, Path],
     workdir: Path,
-    hyperparameters: dict[str, str] | None = None,
+    hyperparameters: Mapping[str, Any] | None = None,
     *,
     instance_count: int = 1,
     job_name: str = "local",
     on_log: Callable[[str], None] | None = None,
 ) -> LocalJobResult:
-    """Run the training entry point under the emulated container contract; see the module doc.
+    """`train-sagemaker --local`: the job `train-sagemaker` would submit for `cfg` (its
+    hyperparameters, channels and instances; typed program `hyperparameters` replace the
+    config's), with this checkout's source bundle as a local sagemaker_submit_directory.
 
-    Raises ResourceFailedError (exit code + last log lines) when the entry point fails or
-    runs past `training.max_run`, as the job would end in Failed/Stopped.
+    Raises ResourceFailedError (exit code + last log lines) when the program fails or runs
+    past `training.max_run`, as the job would end in Failed/Stopped.
     """
-    hps = dict(
-        hyperparameters_from_config(cfg.training) if hyperparameters is None else hyperparameters
+    from dogclf.aws import training_jobs as tj
+    from dogclf.aws.source_bundle import build_bundle
+    from dogclf.local.sagemaker_container import input_data_config
+    from dogclf.model.hyperparameters import ENTRY_MODULE, encode_hyperparameters
+
+    training = cfg.training.model_copy(update={"instance_count": instance_count})
+    job_cfg = cfg.model_copy(update={"training": training})
+    job_dir = Path(workdir).resolve() / job_name
+    job_dir.mkdir(parents=True, exist_ok=True)
+    bundle = job_dir / "sourcedir.tar.gz"
+    bundle.write_bytes(build_bundle(ENTRY_MODULE).data)
+    region = os.environ.get("AWS_REGION") or cfg.aws.region or "us-east-1"
+    program = (
+        tj.program_hyperparameters(job_cfg)
+        if hyperparameters is None
+        else encode_hyperparameters(hyperparameters)
     )
     spec = JobSpec(
-        hyperparameters=hps,
-        instance_type=cfg.training.instance_type,
+        hyperparameters={
+            **program,
+            **tj.framework_hyperparameters(job_cfg, str(bundle), region, job_name),
+        },
+        channels=channels,
+        # File mode, FullyReplicated: what tj.input_channels asks for (it needs a bucket).
+        input_data_config=input_data_config([{"ChannelName": name} for name in channels]),
+        instance_type=training.instance_type,
         instance_count=instance_count,
-        max_run=cfg.training.max_run,
+        max_run=training.max_run,
         job_name=job_name,
     )
-    return run_job(spec, channels, workdir, on_log=on_log)
-
-
-def program_arguments(hyperparameters: dict[str, str]) -> list[str]:
-    """The container's driver passes every hyperparameter but its own `sagemaker_*` ones."""
-    return hyperparameters_argv(
-        {k: v for k, v in hyperparameters.items() if not k.startswith("sagemaker_")}
-    )
+    return run_job(spec, workdir, on_log=on_log)
 
 
 def run_job(
-    spec: JobSpec,
-    channels: dict[str, Path],
-    workdir: Path,
-    *,
-    on_log: Callable[[str], None] | None = None,
+    spec: JobSpec, workdir: Path, *, on_log: Callable[[str], None] | None = None
 ) -> LocalJobResult:
-    """Run one job's processes (one per emulated host) and pack its model; see run_local_job."""
+    """Run one job's hosts through the launcher and pack its model; see run_local_job."""
     require_extra("torch", "torch", "train-sagemaker --local")
+    require_extra("sagemaker_pytorch_container", "emulator", "train-sagemaker --local")
+    from dogclf.local.job_network import network_for
     from dogclf.model.artifact import pack_model_dir
 
     if spec.instance_count < 1:
         raise DogclfError(f"instance_count must be >= 1, got {spec.instance_count}")
-    layout = _Layout(Path(workdir).resolve() / spec.job_name)
+    job_dir = Path(workdir).resolve() / spec.job_name
     hosts = [f"algo-{i + 1}" for i in range(spec.instance_count)]
-    prepare_job_dir(layout, channels, spec.hyperparameters, hosts, spec.instance_type)
-    log_path = layout.job_dir / "training.log"
+    layouts = [HostLayout(job_dir / host) for host in hosts]
+    setup = HostSetup(
+        hyperparameters=spec.hyperparameters,
+        input_data_config=spec.input_data_config,
+        channels=spec.channels,
+        hosts=hosts,
+        instance_type=spec.instance_type,
+        code_archive=spec.code_archive,
+    )
+    store = job_dir / "checkpoints"  # plays CheckpointConfig.S3Uri
+    for layout, host in zip(layouts, hosts, strict=True):
+        prepare_host(layout, setup, host)
+        _copy_tree(store, layout.checkpoints)
+    log_path = job_dir / "training.log"
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     procs: dict[str, subprocess.Popen[str]] = {}
-    with open(log_path, "w", encoding="utf-8") as log:
+    torchrun = decode_hyperparameter(spec.hyperparameters.get(TORCH_DISTRIBUTED, "false")) in (
+        True,
+        "true",
+    )
+    network = network_for(hosts, job_dir, torchrun=torchrun)
+    with open(log_path, "w", encoding="utf-8") as log, network as net:
 
         def log_line(text: str) -> None:
             log.write(text + "\n")
@@ -371,65 +179,57 @@ def run_job(
                 on_log(text)
 
         try:
-            lines = _start_hosts(spec, layout, list(channels), hosts, procs)
+            lines = _start_hosts(net, spec.job_name, layouts, procs)
             timed_out = not _follow(procs, lines, time.monotonic() + spec.max_run, log_line)
         finally:
             _stop(procs)
+    for layout in layouts:  # the platform uploads each host's checkpoints/
+        _copy_tree(layout.checkpoints, store)
     codes = {host: proc.wait() for host, proc in procs.items()}
     failed = {host: code for host, code in codes.items() if code != 0}
     if timed_out or failed:
-        _raise_job_failed(spec, layout, failed, timed_out, list(tail), log_path)
-    model_tar = pack_model_dir(layout.model, layout.job_dir / "output" / "model.tar.gz")
-    metrics_file = layout.model / "metrics.json"
+        _raise_job_failed(spec, dict(zip(hosts, layouts, strict=True)), failed, timed_out, tail)
+    model_dir = merge_model_dirs(layouts, job_dir / "model")
+    model_tar = pack_model_dir(model_dir, job_dir / "output" / "model.tar.gz")
+    metrics_file = model_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else {}
-    return LocalJobResult(
-        job_dir=layout.job_dir,
-        model_dir=layout.model,
-        model_tar=model_tar,
-        metrics=metrics,
-        log_path=log_path,
-        exit_code=0,
-    )
+    return LocalJobResult(job_dir, model_dir, model_tar, metrics, log_path, exit_code=0)
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    if source.is_dir():
+        shutil.copytree(source, target, dirs_exist_ok=True)
 
 
 Lines = queue.Queue[tuple[str, str | None]]  # (host, line); None: that host's output ended
 
 
+def _pump(name: str, stream: IO[str], lines: Lines) -> None:
+    for line in iter(stream.readline, ""):
+        lines.put((name, line.rstrip("\n")))
+    lines.put((name, None))
+
+
 def _start_hosts(
-    spec: JobSpec,
-    layout: _Layout,
-    channels: list[str],
-    hosts: list[str],
+    net: JobNetwork | HostNetwork,
+    job_name: str,
+    layouts: list[HostLayout],
     procs: dict[str, subprocess.Popen[str]],
 ) -> Lines:
-    """One entry point process per emulated host (into `procs` as each starts, so the
-    caller stops them all on any failure); their output lines arrive on the queue."""
-    hps = spec.hyperparameters
-    if spec.code_dir is not None and spec.program:
-        command = [sys.executable, str(spec.code_dir / spec.program), *program_arguments(hps)]
-    else:
-        command = [sys.executable, "-m", ENTRY_MODULE, *program_arguments(hps)]
-    master_port = _free_port()
+    """One launcher per emulated host (into `procs` as each starts, so the caller stops them
+    all on any failure); their output lines arrive on the queue."""
     lines: Lines = queue.Queue()
-    for index, host in enumerate(hosts):
-        env = container_env(
-            layout,
-            channels,
-            hps,
-            hosts=hosts,
-            host_index=index,
-            instance_type=spec.instance_type,
-            master_port=master_port,
-            code_dir=spec.code_dir,
-        )
+    for layout in layouts:
+        host = layout.base.name
         proc = subprocess.Popen(
-            command,
-            cwd=spec.code_dir or layout.opt_ml,
-            env=env,
+            net.enter(launcher_command()),
+            cwd=layout.base,
+            env={**launcher_env(layout, job_name, len(layouts), dict(os.environ)), **net.env},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
+            start_new_session=True,  # its own process group: stopped with torchrun and all
         )
         procs[host] = proc
         assert proc.stdout is not None
@@ -464,30 +264,33 @@ def _follow(
 
 def _raise_job_failed(
     spec: JobSpec,
-    layout: _Layout,
+    layouts: dict[str, HostLayout],
     failed: dict[str, int],
     timed_out: bool,
-    tail: list[str],
-    log_path: Path,
+    tail: deque[str],
 ) -> None:
-    reason = _failure_reason(layout)
-    what = (
-        f"ran past its max run time ({spec.max_run} s) and was stopped"
-        if timed_out
-        else "failed with exit code "
-        + ", ".join(
-            f"{code} on {host}" if spec.instance_count > 1 else str(code)
-            for host, code in failed.items()
+    # The first failed host's output/failure (algo-1's when it failed too).
+    host = next(iter(failed), "algo-1")
+    reason = failure_reason(layouts[host])
+    if timed_out:
+        what = f"ran past its max run time ({spec.max_run} s) and was stopped"
+        sagemaker_reason = f"MaxRuntimeExceeded: {what}"
+    else:
+        what = "failed with exit code " + ", ".join(
+            f"{code} on {name}" if spec.instance_count > 1 else str(code)
+            for name, code in failed.items()
         )
-    )
+        # SageMaker words an algorithm's failure as "AlgorithmError: <output/failure>, exit code: N".
+        detail = reason or f"the training launcher {what}"
+        sagemaker_reason = f"AlgorithmError: {detail}, exit code: {failed[host]}"
+    job_dir = next(iter(layouts.values())).base.parent
     raise JobFailedError(
         f"local training job {spec.job_name} {what}"
         + (f": {reason}" if reason else "")
         + "\nlast log lines:\n"
         + "\n".join(tail),
-        f"full log: {log_path}",
-        what=what,
-        reason=reason,
+        f"full log: {job_dir / 'training.log'}",
+        failure_reason=sagemaker_reason[:1024],
     )
 
 
@@ -496,19 +299,17 @@ def _any_failed(procs: dict[str, subprocess.Popen[str]]) -> bool:
 
 
 def _stop(procs: dict[str, subprocess.Popen[str]]) -> None:
+    """Each host's whole process group (launcher, torchrun, the program)."""
     for proc in procs.values():
-        if proc.poll() is None:
-            proc.terminate()
+        _signal_group(proc, signal.SIGTERM)
     for proc in procs.values():
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
 
 
-def _failure_reason(layout: _Layout) -> str:
-    """The entry point's own one-line reason (opt/ml/output/failure), as SageMaker shows it."""
-    failure = layout.output / "failure"
-    if failure.is_file():
-        return failure.read_text(encoding="utf-8", errors="replace").strip()
-    return ""
+def _signal_group(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone
+        os.killpg(proc.pid, sig)

@@ -24,10 +24,10 @@ if TYPE_CHECKING:
 _MODEL = Path(__file__).resolve().parent  # dogclf/model/
 # code/<name> <- dogclf/model/<name>: the standalone files the container imports.
 CODE_FILES = ("inference.py", "preprocess.py", "network.py", "archs.py")
-REQUIREMENTS = (
-    "# torch, torchvision and Pillow come with the SageMaker PyTorch inference container;\n"
-    "# code/*.py needs nothing else, so the endpoint installs nothing at start-up.\n"
-)
+# No code/requirements.txt: the PyTorch inference image pip-installs one whenever it exists,
+# even comment-only, at every start (sagemaker_pytorch_serving_container/torchserve.py
+# start_torchserve -> sagemaker_inference/model_server.py _install_requirements). torch,
+# torchvision and Pillow come with the image; code/*.py needs nothing else.
 REQUIRED = ("model.pt", "labels.json")
 MODEL_HINT = "pass a model.tar.gz, its extracted folder, an s3:// URI, or `latest`"
 
@@ -81,7 +81,6 @@ def write_model_dir(
     code.mkdir(exist_ok=True)
     for name in CODE_FILES:
         shutil.copyfile(_MODEL / name, code / name)
-    (code / "requirements.txt").write_text(REQUIREMENTS, encoding="utf-8")
     return model_dir
 
 

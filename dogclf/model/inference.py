@@ -477,7 +477,23 @@ def model_fn(model_dir: str, context: Any = None) -> Classifier:
 def input_fn(request_body: Any, request_content_type: str, context: Any = None) -> Any:
     if isinstance(request_body, dict | list):  # a serving stack that parsed the JSON already
         request_body = json.dumps(request_body)
-    return parse_request(request_body, request_content_type, _container_limits())
+    attributes = custom_attributes(context)
+    return parse_request(request_body, request_content_type, _container_limits(), attributes)
+
+
+def custom_attributes(context: Any) -> str | None:
+    """X-Amzn-SageMaker-Custom-Attributes of the request, from the TorchServe context the
+    handler service passes (ts/context.py: request_processor[0] holds the request headers;
+    sagemaker_inference/transformer.py hands input_fn that context when it takes three
+    arguments). None outside such a stack."""
+    processors = getattr(context, "request_processor", None)
+    if not processors:
+        return None
+    headers = processors[0].get_request_properties() or {}
+    for key, value in headers.items():
+        if str(key).lower() == "x-amzn-sagemaker-custom-attributes" and isinstance(value, str):
+            return value
+    return None
 
 
 def predict_fn(input_data: ParsedRequest, model: Classifier, context: Any = None) -> Any:

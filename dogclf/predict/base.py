@@ -23,7 +23,8 @@ from dogclf.errors import DogclfError
 if TYPE_CHECKING:
     from dogclf.config import DogclfConfig
 
-Prediction = list[dict[str, Any]]  # [{"label", "index", "probability"}], best first
+Prediction = list[dict[str, Any]]
+MESSAGE_CHARS = 300  # of a model's error message quoted to the user  # [{"label", "index", "probability"}], best first
 
 PREDICTORS: dict[str, str] = {
     "endpoint": "dogclf.predict.endpoint:EndpointPredictor",
@@ -110,11 +111,16 @@ def make_predictor(via: str, cfg: DogclfConfig, options: PredictOptions) -> Pred
 
 
 def rejection_message(original: str) -> str:
-    """The container's error body is JSON with a "message"; fall back to the raw text."""
+    """One clean line from a model server's error body, never a traceback: the JSON
+    "message" (`dogclf serve`, TorchServe's own errors), else the first line of the text
+    (the PyTorch inference image answers message, newline, traceback:
+    sagemaker_inference/transformer.py Transformer.handle_error)."""
     try:
         document = json.loads(original)
     except ValueError:
-        return original
+        document = None
+    text = original
     if isinstance(document, dict) and isinstance(document.get("message"), str):
-        return document["message"]
-    return original
+        text = document["message"]
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return first[:MESSAGE_CHARS] or "no message"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dogclf.errors import AwsError, DogclfError
@@ -57,14 +57,7 @@ class EndpointPredictor(Predictor):
             document = json.loads(response["Body"].read())
         except botocore.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ModelError":
-                status = int(str(exc.response.get("OriginalStatusCode") or 0))
-                message = rejection_message(str(exc.response.get("OriginalMessage") or exc))
-                if 400 <= status < 500:
-                    raise InputRejected(message) from None
-                raise AwsError(
-                    f"the endpoint {self.endpoint_name} failed ({status}): {message}",
-                    f"see its CloudWatch logs: /aws/sagemaker/Endpoints/{self.endpoint_name}",
-                ) from None
+                raise self._model_error(exc.response) from None
             error = translate(exc, what)
             if error.hint == "check the name and region":
                 error.hint = "deploy it with `dogclf deploy`, or pass --endpoint-name"
@@ -74,3 +67,15 @@ class EndpointPredictor(Predictor):
         except ValueError:
             raise DogclfError(f"{what}: the answer is not JSON") from None
         return predictions_from_response(document, len(images))
+
+    def _model_error(self, response: Mapping[str, Any]) -> DogclfError:
+        """The container's own answer inside AWS's ModelError: its status (4xx: the input's
+        fault) and one line of its body. AWS's Message names the account: never quoted."""
+        status = int(str(response.get("OriginalStatusCode") or 0))
+        message = rejection_message(str(response.get("OriginalMessage") or ""))
+        if 400 <= status < 500:
+            return InputRejected(message)
+        return AwsError(
+            f"the endpoint {self.endpoint_name} failed ({status}): {message}",
+            f"see its CloudWatch logs: /aws/sagemaker/Endpoints/{self.endpoint_name}",
+        )

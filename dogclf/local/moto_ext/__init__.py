@@ -13,7 +13,9 @@ and what it overrides:
   scripted job, or really runs the job through dogclf/local/job_executor.py once enabled);
 - tuning: a tuning job starts training jobs and reports the best one; lists and stops them;
 - lambda_concurrency: provisioned concurrency (Put/Get/Delete/List), capped by the reserved;
-- lambda_runtime: Invoke runs a deployed Python zip (lambda_runner.py, a fresh interpreter);
+- lambda_runtime: Invoke runs a deployed Python zip under AWS's awslambdaric, in warm
+  execution environments (execution_environment, environment_pool) against a loopback
+  Runtime API (runtime_api);
 - s3_policy: TLS-only bucket policy statements no longer deny everything;
 - routes: the /moto-api routes' plumbing, and post_json for their clients.
 

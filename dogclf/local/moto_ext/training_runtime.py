@@ -10,10 +10,11 @@ overrides CreateTrainingJob so that:
   script's log lines and metrics;
 - otherwise, once the training runtime is on for the account/region, the job starts
   InProgress and is executed, one at a time, by dogclf/local/job_executor.py in a thread of
-  this server: its output lines become the job's CloudWatch log stream, its model.tar.gz
-  lands in the emulated S3, and it ends Completed with FinalMetricDataList parsed by its own
-  MetricDefinitions, or Failed with the error. A tuning job's children are not run (they
-  get made-up metrics, tuning.py).
+  this server (AWS's PyTorch training launcher on every host): its output lines become the
+  job's CloudWatch log stream, its model.tar.gz lands in the emulated S3, and it ends
+  Completed with FinalMetricDataList parsed by its own MetricDefinitions, or Failed with the
+  FailureReason SageMaker would give (from output/failure). A tuning job's children are not
+  run (they get made-up metrics, tuning.py).
 
 The runtime is opt-in (`dogclf demo` turns it on) through a route this module adds:
     POST /moto-api/dogclf/sagemaker/training-runtime {"workdir": "/tmp/jobs", "region": ...}
@@ -109,10 +110,7 @@ def _run_training_job(
         outcome = execute_training_job(ctx, request, Path(runtime["workdir"]), on_log=on_log)
     except JobFailedError as exc:  # the program's own failure, worded as SageMaker does
         if job.training_job_status == "InProgress":
-            detail = f": {exc.reason}" if exc.reason else ""
-            set_training_status(
-                job, "Failed", f"AlgorithmError: the entry point {exc.what}{detail}"
-            )
+            set_training_status(job, "Failed", exc.failure_reason)
         return
     except Exception as exc:  # the data or code could not be fetched or stored
         if job.training_job_status == "InProgress":
