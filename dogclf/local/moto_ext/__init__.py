@@ -24,8 +24,6 @@ Used by the test harness, the benchmarks and `dogclf demo` (dogclf/local/emulato
 
 from __future__ import annotations
 
-from importlib.metadata import version
-
 from dogclf.local.moto_ext import (
     lambda_concurrency,
     lambda_runtime,
@@ -42,6 +40,7 @@ from dogclf.local.moto_ext.sagemaker_lifecycle import (
     script_sagemaker,
 )
 from dogclf.local.moto_ext.training_runtime import TRAINING_RUNTIME_PATH, enable_training_runtime
+from dogclf.local.pins import EMULATOR_PINS, check_pins
 
 __all__ = [
     "LAMBDA_RUNTIME_PATH",
@@ -56,7 +55,8 @@ __all__ = [
     "script_sagemaker",
 ]
 
-MOTO_VERSION = "5.2.5"
+# The one pin (local/pins.py), named here for the demo's summary line.
+MOTO_VERSION = EMULATOR_PINS["moto"]
 
 _installed = False
 
@@ -66,14 +66,8 @@ def install() -> None:
     global _installed
     if _installed:
         return
-    found = version("moto")
-    if found != MOTO_VERSION:
-        from dogclf.errors import DogclfError
 
-        raise DogclfError(
-            f"the emulator extension was written for moto {MOTO_VERSION}, found {found}",
-            f"pip install 'moto[server]=={MOTO_VERSION}'",
-        )
+    check_pins(("moto",))
     for module in (
         sagemaker_lifecycle,
         training_runtime,
