@@ -270,11 +270,11 @@ def run_download(
     plan: DownloadPlan,
     *,
     workers: int = 16,
-    on_fetched: Callable[[RemoteFile], None] = lambda item: None,
+    progress: Progress | None = None,
 ) -> int:
     """Fetch what the plan says, `workers` at a time; returns how many files. Each lands
     under a hidden `.NAME.part` first, so an interrupted run never leaves a truncated file
-    that a re-run would take for complete. `on_fetched` runs in the calling thread."""
+    that a re-run would take for complete. `progress` hears of each file in the calling thread."""
     s3 = ctx.client("s3", max_pool_connections=max(workers, 10))
 
     def fetch(item: RemoteFile) -> RemoteFile:
@@ -285,11 +285,15 @@ def run_download(
         partial.replace(item.path)
         return item
 
+    if progress is not None:
+        progress.start(len(plan.to_fetch), plan.fetch_bytes)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dogclf-download") as pool:
         futures = [pool.submit(fetch, item) for item in plan.to_fetch]
         try:
             for fut in as_completed(futures):
-                on_fetched(fut.result())
+                fetched = fut.result()
+                if progress is not None:
+                    progress.advance(1, fetched.size)
         finally:
             for fut in futures:
                 fut.cancel()

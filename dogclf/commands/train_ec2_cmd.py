@@ -19,6 +19,7 @@ from typing import Any
 import typer
 
 from dogclf.commands import options as opt
+from dogclf.commands.progress import TransferBar
 
 DEFAULT_WORKDIR = Path(".dogclf")
 _STEP_LINE = re.compile(r"^epoch \d+/\d+ step \[\d+\]")
@@ -93,22 +94,8 @@ class RichDisplay:
 
         return render.err.status(f"listing {uri}", spinner="dots")
 
-    @contextmanager
-    def downloading(self, files: int, total_bytes: int) -> Iterator[Callable[[int], None]]:
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        from dogclf import render
-
-        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn())
-        with Progress(*columns, TimeRemainingColumn(), console=render.err, transient=True) as bar:
-            task = bar.add_task(f"downloading {files} files", total=total_bytes)
-            yield lambda nbytes: bar.advance(task, nbytes)
+    def downloading(self) -> TransferBar:
+        return TransferBar("download", transient=True)
 
     @contextmanager
     def training(self, epochs: int) -> Iterator[Callable[[str], None]]:

@@ -23,7 +23,7 @@ from dogclf.errors import ConfigError, DatasetError, DogclfError, ResourceFailed
 from dogclf.plan import Action, Plan
 
 if TYPE_CHECKING:
-    from dogclf.aws.s3_sync import DownloadPlan
+    from dogclf.aws.s3_sync import DownloadPlan, Progress
     from dogclf.aws.session import AwsContext
     from dogclf.config import DogclfConfig, TrainingSection
 
@@ -39,9 +39,7 @@ class Ec2Display(Protocol):
 
     def listing(self, uri: str) -> AbstractContextManager[Any]: ...
 
-    def downloading(
-        self, files: int, total_bytes: int
-    ) -> AbstractContextManager[Callable[[int], None]]: ...
+    def downloading(self) -> AbstractContextManager[Progress]: ...
 
     def training(self, epochs: int) -> AbstractContextManager[Callable[[str], None]]: ...
 
@@ -227,10 +225,8 @@ def _plan_data(
 def _download(aws: Any, download: DownloadPlan, workers: int, display: Ec2Display) -> int:
     from dogclf.aws.s3_sync import run_download
 
-    with display.downloading(len(download.to_fetch), download.fetch_bytes) as advance:
-        return run_download(
-            aws, download, workers=workers, on_fetched=lambda item: advance(item.size)
-        )
+    with display.downloading() as progress:
+        return run_download(aws, download, workers=workers, progress=progress)
 
 
 def _plan_training(

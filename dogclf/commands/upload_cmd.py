@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from dogclf.commands.options import DRY_RUN_OPTION, JSON_OPTION
+from dogclf.commands.progress import TransferBar
 
 CREATE_BUCKET_HELP = (
     "Create aws.bucket if missing (private, encrypted, TLS-only); also aws.create_bucket."
@@ -64,7 +65,7 @@ def upload(
     if show_plan(upload.plan, dry_run=dry_run, as_json=as_json, uri=upload.uri, dataset=dataset):
         return
     apply_plan(upload.plan)  # the bucket; the objects follow with their own progress bar
-    with _RichProgress() if upload.sync.to_upload else nullcontext() as progress:
+    with TransferBar("upload") if upload.sync.to_upload else nullcontext() as progress:
         result = upload.run(aws, progress)
     if as_json:
         render.print_json({"uri": upload.uri, "dataset": dataset, **result.as_dict()})
@@ -109,49 +110,6 @@ def _check_dataset(root: Path, decode: bool, workers: int) -> Any:
         )
     render.success(f"dataset ok: {report.summary()}")
     return report
-
-
-class _RichProgress:
-    """Files, bytes and rate on stderr, for dogclf.aws.s3_sync.Progress."""
-
-    def __init__(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        from dogclf import render
-
-        self._progress = Progress(
-            TextColumn("upload {task.fields[files]}/{task.fields[total_files]} files"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=render.err,
-        )
-        self._task: Any = None
-        self._files = 0
-
-    def __enter__(self) -> _RichProgress:
-        self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
-
-    def start(self, files: int, total_bytes: int) -> None:
-        self._task = self._progress.add_task(
-            "upload", total=total_bytes, files=0, total_files=files
-        )
-
-    def advance(self, files: int, nbytes: int) -> None:
-        self._files += files
-        self._progress.update(self._task, advance=nbytes, files=self._files)
 
 
 def register(app: typer.Typer) -> None:

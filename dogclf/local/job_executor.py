@@ -24,11 +24,9 @@ from typing import Any
 from dogclf.aws.artifacts import download_file, upload_file
 from dogclf.aws.s3_sync import download_prefix
 from dogclf.aws.session import AwsContext
-from dogclf.local.runner import JobSpec, run_job
+from dogclf.local.runner import DEFAULT_MAX_RUN, JobSpec, run_job
 from dogclf.local.sagemaker_container import input_data_config
 from dogclf.model.hyperparameters import decode_hyperparameter
-
-DEFAULT_MAX_RUN = 86400
 
 
 @dataclass

@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from dogclf.local.job_network import HostNetwork, JobNetwork
 
 TAIL_LINES = 15
+# StoppingCondition.MaxRuntimeInSeconds when a request has none: SageMaker's default, 1 day.
+DEFAULT_MAX_RUN = 86400
 
 
 class JobFailedError(ResourceFailedError):
@@ -78,7 +80,7 @@ class JobSpec:
     input_data_config: dict[str, dict[str, str]]
     instance_type: str
     instance_count: int = 1
-    max_run: int = 86400
+    max_run: int = DEFAULT_MAX_RUN
     job_name: str = "local"
     # sourcedir.tar.gz unpacked into each host's code/ before the launcher starts; None: the
     # launcher fetches sagemaker_submit_directory itself (a local tarball, `--local`).
