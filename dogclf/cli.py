@@ -40,7 +40,10 @@ class DogclfGroup(TyperGroup):
             _report(ctx, exc.message, exc.hint, exc)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            sys.stderr.write("Interrupted.\n")
+            from dogclf.commands.in_flight import interrupted_message
+
+            # Waiting stopped, not what was waited on: name it and how to stop it.
+            sys.stderr.write(interrupted_message() + "\n")
             raise typer.Exit(130) from None
         except Exception as exc:
             _report(
@@ -57,12 +60,15 @@ def _report(ctx: typer.Context, message: str, hint: str | None, exc: BaseExcepti
 
     if debug_on(ctx):
         traceback.print_exception(exc)
+    from rich.markup import escape
+
+    # The message quotes the user's values (a tag "[red]", a path): never read as markup.
     first, *rest = message.splitlines() or [""]
-    render.err.print(f"[bold red]Error:[/bold red] {first}", highlight=False, markup=True)
+    render.err.print(f"[bold red]Error:[/bold red] {escape(first)}", highlight=False)
     for line in rest:
         render.err.print(f"  {line}", highlight=False, markup=False)
     if hint:
-        render.err.print(f"[dim]Hint: {hint}[/dim]", highlight=False)
+        render.err.print(f"[dim]Hint: {escape(hint)}[/dim]", highlight=False)
 
 
 app = typer.Typer(
@@ -109,6 +115,7 @@ def _register() -> None:
     for name in (
         "upload_cmd",
         "train_cmds",
+        "stop_cmd",
         "train_ec2_cmd",
         "deploy_cmds",
         "lambda_cmds",

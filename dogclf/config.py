@@ -14,18 +14,34 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from dogclf import tag_rules
 from dogclf.errors import ConfigError
 from dogclf.model.archs import ARCHS
 
 DEFAULT_CONFIG_FILE = "dogclf.toml"
 ENV_PREFIX = "DOGCLF_"
 # DOGCLF_* variables that steer the CLI itself rather than the config.
-NON_CONFIG_ENV = {"DOGCLF_CONFIG", "DOGCLF_DEBUG"}
+NON_CONFIG_ENV = {
+    "DOGCLF_CONFIG",
+    "DOGCLF_DEBUG",
+    "DOGCLF_CHECK_REQUESTS",  # dogclf/aws/request_check.py
+    "DOGCLF_CHECK_REQUESTS_LOG",
+    "DOGCLF_ROLE_WAIT_S",  # dogclf/aws/session.py
+}
 
 SAGEMAKER_INSTANCE = re.compile(r"^ml\.[a-z][a-z0-9-]*\.[0-9]*(x?large|medium|small|metal)$")
 EC2_INSTANCE = re.compile(r"^[a-z][a-z0-9-]*\.[0-9]*(x?large|medium|small|micro|nano|metal)$")
@@ -47,6 +63,22 @@ def _sagemaker_instance(value: str) -> str:
     return value
 
 
+def _checked(problem: Callable[[str], str | None]) -> AfterValidator:
+    """An AfterValidator raising what `problem(value)` finds (tag_rules' key/value checks)."""
+
+    def check(value: str) -> str:
+        found = problem(value)
+        if found:
+            raise ValueError(found)
+        return value
+
+    return AfterValidator(check)
+
+
+TagKey = Annotated[str, _checked(tag_rules.key_problem)]
+TagValue = Annotated[str, _checked(tag_rules.value_problem)]
+
+
 class AwsSection(Section):
     region: str | None = Field(
         None, description="AWS region; AWS_REGION / AWS_DEFAULT_REGION win when set"
@@ -64,7 +96,7 @@ class AwsSection(Section):
     create_bucket: bool = Field(
         False, description="let `upload` create the bucket (private, encrypted, TLS-only)"
     )
-    tags: dict[str, str] = Field(
+    tags: dict[TagKey, TagValue] = Field(
         default_factory=dict, description="extra tags on every resource dogclf creates"
     )
 
@@ -117,11 +149,10 @@ class AwsSection(Section):
     @field_validator("tags")
     @classmethod
     def _tags(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if key.lower().startswith(("aws:", "dogclf:")):
-                raise ValueError(f"tag key {key!r} is reserved (aws: and dogclf: prefixes)")
-            if not 1 <= len(key) <= 128:
-                raise ValueError(f"tag key {key!r} must be 1-128 characters")
+        # Each key and value is checked by its type (TagKey, TagValue); here the set.
+        problem = tag_rules.set_problem(list(value))
+        if problem:
+            raise ValueError(problem)
         return value
 
 
@@ -163,7 +194,9 @@ class TrainingSection(Section):
     spot: bool = Field(False, description="managed spot training (needs max_wait >= max_run)")
     max_run: int = Field(86400, ge=60, le=2419200, description="seconds before SageMaker stops it")
     max_wait: int | None = Field(None, description="seconds incl. spot waiting; spot only")
-    framework_version: str = Field("2.8", description="PyTorch training container version")
+    # The newest training image the SDK lists that AWS patches (dogclf/data/image_support.json);
+    # `config validate` warns once it is past end of patch.
+    framework_version: str = Field("2.13", description="PyTorch training container version")
     py_version: str = Field("py312", description="Python of the training container")
     image_uri: str | None = Field(None, description="explicit training image, overrides the above")
     ec2_instance_type: str = Field(
@@ -252,6 +285,8 @@ class EndpointSection(Section):
     instance_type: str = Field("ml.m5.large", description="real-time endpoint instance type")
     initial_instance_count: int = Field(1, ge=1, le=100)
     variant_name: str = Field("AllTraffic", pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+    # 2.6 is the last PyTorch inference image (patched until 2026-06-30); `config validate`
+    # warns and points at the BYO `dogclf serve` image (endpoint.image_uri).
     framework_version: str = Field("2.6", description="PyTorch inference container version")
     py_version: str = Field("py312")
     image_uri: str | None = Field(
@@ -288,8 +323,10 @@ class LambdaSection(Section):
     architecture: Literal["arm64", "x86_64"] = "arm64"
     memory_mb: int = Field(256, ge=128, le=10240)
     timeout_s: int = Field(30, ge=1, le=900)
+    # Unset by default: a new account's limit is often 10, all of it kept unreserved, so
+    # any reserve is refused there. 0 is a reserve too: it throttles every call.
     reserved_concurrency: int | None = Field(
-        10, ge=0, description="cap on concurrent executions (unset = account pool)"
+        None, ge=0, description="cap on concurrent executions (unset = account pool)"
     )
     provisioned_concurrency: int = Field(
         0, ge=0, description="pre-warmed environments on the alias (billed hourly)"
@@ -486,12 +523,24 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """("aws", "tags", "cost-center") -> aws.tags["cost-center"]; lists as hpo.batch_sizes[2]."""
+    path = ""
+    for depth, part in enumerate(p for p in loc if p != "[key]"):
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif depth >= 2:  # below section.key: a dict key, as TOML and JSON would quote it
+            path += "[" + json.dumps(part, ensure_ascii=False) + "]"
+        else:
+            path += ("." if path else "") + ("lambda" if part == "lambda_" else part)
+    return path or "(top level)"
+
+
 def format_validation_error(exc: ValidationError, source: str) -> str:
     """One line per problem, each naming the field path (lambda.reserved_concurrency, ...)."""
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if p != "lambda_") or "(top level)"
-        loc = loc.replace("lambda_", "lambda")
+        loc = _field_path(err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (typo?); see `dogclf config show` for the valid keys"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +22,39 @@ from dogclf.local.emulator import Emulator, start_emulator
 _SCRIPTS = str(Path(sys.executable).parent)
 if os.environ.get("PATH", "").split(os.pathsep)[0] != _SCRIPTS:
     os.environ["PATH"] = _SCRIPTS + os.pathsep + os.environ.get("PATH", "")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every request dogclf sends in the suite is checked against its service model
+    (dogclf/aws/request_check.py), one line per request in a file counted at the end."""
+    from dogclf.aws.request_check import CHECK_ENV, LOG_ENV
+
+    log = Path(tempfile.mkdtemp(prefix="dogclf-requests-")) / "checked.log"
+    log.touch()
+    os.environ[CHECK_ENV] = "1"
+    os.environ[LOG_ENV] = str(log)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from dogclf.aws.request_check import LOG_ENV
+
+    log = Path(os.environ.get(LOG_ENV, "") or os.devnull)
+    lines = log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
+    skipped = sum(int(line.rsplit(" ", 1)[-1]) for line in lines if line.strip())
+    terminalreporter.write_line(
+        f"request check: {len(lines)} requests checked against the service models "
+        f"(pattern, length, value, enum); {skipped} values with an untranslatable pattern"
+    )
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty folder as the working directory, no DOGCLF_* setting from outside."""
+    monkeypatch.chdir(tmp_path)
+    for var in list(os.environ):
+        if var.startswith("DOGCLF_"):
+            monkeypatch.delenv(var)
+    return tmp_path
 
 
 @pytest.fixture(scope="session")

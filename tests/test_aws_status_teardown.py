@@ -125,7 +125,9 @@ def test_status_lists_every_kind_with_state_and_cost_per_hour(project: Project) 
         "lambda function",
         "provisioned concurrency",
         "iam role",
+        "log group",  # SageMaker's for the endpoint (its instances log once started)
     }
+    assert "/aws/sagemaker/Endpoints/dogclf-dev" in {r["name"] for r in kinds["log group"]}
     (endpoint,) = kinds["endpoint"]
     assert endpoint["state"] == "InService" and "AllTraffic: 2 x ml.m5.large" in endpoint["details"]
     assert endpoint["running"] and endpoint["hourly_cost"] == pytest.approx(

@@ -15,12 +15,13 @@ import pytest
 from aws_support import BUCKET, ROLE, Project, make_project, resources
 
 from dogclf.aws.artifacts import read_latest
+from dogclf.aws.instance_gpus import GPU_COUNTS, gpu_count, wants_torchrun
 from dogclf.aws.session import AwsContext
 from dogclf.aws.source_bundle import ENTRY_SCRIPT, build_bundle
 from dogclf.aws.tuning_jobs import unquote
 from dogclf.config import load_config
 from dogclf.local.emulator import Emulator
-from dogclf.model.hyperparameters import ENTRY_MODULE, hyperparameter_values
+from dogclf.model.hyperparameters import ENTRY_MODULE, TORCH_DISTRIBUTED, hyperparameter_values
 from dogclf.model.metrics import METRIC_DEFINITIONS
 
 DATA = f"s3://{BUCKET}/dogclf/dev/data"
@@ -53,10 +54,10 @@ def test_training_job_request_carries_everything(project: Project) -> None:
     assert job["TrainingJobName"].startswith("dogclf-dev-")
     from sagemaker.core import image_uris
 
-    image = image_uris.retrieve(
-        framework="pytorch",
+    image = image_uris.retrieve(  # the default: 2.13, an Amazon Linux 2023 image
+        framework="pytorch-amzn2023",
         region="us-east-1",
-        version="2.8",
+        version="2.13",
         py_version="py312",
         instance_type="ml.m5.large",
         image_scope="training",
@@ -302,3 +303,50 @@ def test_local_job_downloads_data_trains_and_uploads(project: Project) -> None:
         boto3.client("s3").head_object(Bucket=BUCKET, Key=key)["ContentLength"]
         == model_tar.stat().st_size
     )
+
+
+def test_one_multi_gpu_instance_runs_torchrun(project: Project) -> None:
+    """Item 4: one ml.g5.12xlarge (4 GPUs) gets the launcher's torchrun flag, so the
+    launcher starts a process per GPU instead of training on one."""
+    env = {"DOGCLF_TRAINING__INSTANCE_TYPE": "ml.g5.12xlarge"}
+    result = project.run("train-sagemaker", "--no-wait", env=env)
+    assert result.exit_code == 0, result.output
+    job = only_job()
+    assert job["ResourceConfig"]["InstanceCount"] == 1
+    assert job["HyperParameters"][TORCH_DISTRIBUTED] == "true"
+    assert "torchrun (4 process(es) each)" in result.stderr
+
+
+def test_one_cpu_instance_runs_the_program_directly(project: Project) -> None:
+    env = {"DOGCLF_TRAINING__INSTANCE_TYPE": "ml.m5.xlarge"}
+    assert project.run("train-sagemaker", "--no-wait", env=env).exit_code == 0
+    assert TORCH_DISTRIBUTED not in only_job()["HyperParameters"]
+
+
+def test_gpu_table_agrees_with_the_sdks() -> None:
+    """dogclf's GPU counts against the SageMaker SDK's own table, wherever both have a type."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sagemaker")
+    assert spec is not None and spec.submodule_search_locations
+    sdk_file = Path(spec.submodule_search_locations[0], "core/image_uri_config")
+    sdk = json.loads((sdk_file / "instance_gpu_info.json").read_text())["us-east-1"]
+    shared = set(sdk) & set(GPU_COUNTS)
+    assert len(shared) >= 15
+    assert {t: GPU_COUNTS[t] for t in shared} == {t: sdk[t]["Count"] for t in shared}
+    assert gpu_count("ml.m5.xlarge") == 0 and gpu_count("ml.g7.48xlarge") is None
+    assert wants_torchrun("ml.g7.48xlarge", 1)  # unknown count: the launcher counts them
+    assert not wants_torchrun("ml.g4dn.xlarge", 1) and wants_torchrun("ml.g4dn.xlarge", 2)
+
+
+@pytest.mark.slow
+def test_local_job_on_a_multi_gpu_type_goes_through_torchrun(
+    project: Project, tmp_path: Path
+) -> None:
+    """The rehearsal of a 4-GPU job still runs here: the launcher starts torchrun with one
+    process per GPU it finds (none here: one process, on CPU)."""
+    env = {"DOGCLF_TRAINING__INSTANCE_TYPE": "ml.g5.12xlarge"}
+    result = project.run("train-sagemaker", "--local", "--data", "data", "--json", env=env)
+    assert result.exit_code == 0, result.output
+    assert "torchrun --nnodes 1 --nproc_per_node 1" in result.stderr
+    assert Path(json.loads(result.stdout)["model_tar"]).is_file()

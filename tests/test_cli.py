@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from dogclf.cli import app
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    for var in list(os.environ):
-        if var.startswith("DOGCLF_"):
-            monkeypatch.delenv(var)
-    return tmp_path
 
 
 def test_help_lists_commands() -> None:
@@ -103,3 +92,11 @@ def test_console_script_version_and_light_import(workdir: Path) -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
     assert imported.stdout.strip() == "[]"
+
+
+def test_an_error_quoting_markup_shows_it_as_typed(workdir: Path) -> None:
+    # The refused value is "[red]": rich would swallow it as a style were it read as markup.
+    (workdir / "dogclf.toml").write_text('[aws.tags]\nteam = "[red]"\n')
+    result = runner.invoke(app, ["config", "validate"])
+    assert result.exit_code != 0
+    assert 'value "[red]"' in result.output

@@ -34,8 +34,10 @@ STEPS = [
 
 
 def clean_env() -> dict[str, str]:
-    """The caller's AWS and dogclf settings removed: the demo must need none of them."""
+    """The caller's AWS and dogclf settings removed: the demo must need none of them. (The
+    suite's count of checked requests stays: the demo's requests are checked and counted.)"""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DOGCLF_"))}
+    env.update({k: v for k, v in os.environ.items() if k == "DOGCLF_CHECK_REQUESTS_LOG"})
     env["COLUMNS"] = "200"
     return env
 
@@ -90,6 +92,19 @@ def test_table_summary_and_failed_step_is_named(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     assert re.search(r"upload\s.*FAILED", done.stdout)  # the table names it too
     assert "train-sagemaker" not in done.stdout  # later steps did not run
+
+
+@pytest.mark.slow
+def test_a_new_accounts_lambda_limit_shows_the_refusal_in_the_plan(tmp_path: Path) -> None:
+    # Issue 12 item 1: on an account whose limit is 10 the demo's reserve (5) cannot fit;
+    # lambda-deploy says so in its plan, before creating anything.
+    work = str(tmp_path / "work")
+    done = demo("--workdir", work, "--lambda-concurrency-limit", "10", *SMALL, cwd=tmp_path)
+    assert done.returncode == 1
+    assert "demo step `lambda-deploy` failed" in done.stderr
+    assert "its Lambda concurrency limit is 10" in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stderr
+    assert re.search(r"lambda-deploy\s.*FAILED", done.stdout)
 
 
 def _read_lines(stream: object, lines: queue.Queue[str | None]) -> None:

@@ -82,8 +82,9 @@ def test_local_job_runs_through_the_launcher_and_packs_a_servable_model(
     assert (
         host / "model" / "model.pt"
     ).is_file() and result.model_dir == tmp_path / "job-1" / "model"
-    assert (host / "checkpoints" / "checkpoint.pt").is_file()
-    assert (tmp_path / "job-1" / "checkpoints" / "checkpoint.pt").is_file()  # kept for a re-run
+    # The core checkpoints in its job's own folder (TRAINING_JOB_NAME): tuning trials share one.
+    assert (host / "checkpoints" / "job-1" / "checkpoint.pt").is_file()
+    assert (tmp_path / "job-1" / "checkpoints" / "job-1" / "checkpoint.pt").is_file()  # re-run
     # Output streamed to the callback and the log file; metric lines parse.
     assert logged and result.log_path.read_text().splitlines() == logged
     assert len(parse_metrics("\n".join(logged))["valid_accuracy"]) == 3  # 2 epochs + final

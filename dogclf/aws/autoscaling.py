@@ -4,7 +4,8 @@ target-tracking policy on SageMakerVariantInvocationsPerInstance.
 Both calls are upserts in Application Auto Scaling, so an update is the same call with new
 numbers; the plan compares what is registered with the config to say create / update /
 no-op. `deploy` pauses scaling (`pause` / `resume`) around an instance-type change, which
-AWS refuses on a registered variant.
+AWS refuses on a registered variant, and takes scaling off a variant an update removes
+(a rename of `endpoint.variant_name`) in steps of the plan before the update.
 """
 
 from __future__ import annotations
@@ -179,27 +180,66 @@ def resume(ctx: AwsContext, cfg: DogclfConfig) -> None:
 
 def delete_steps(ctx: AwsContext, cfg: DogclfConfig) -> list[Step]:
     """Policy, then target (AWS drops a target's policies with it; moto does not)."""
+    policy = current_policy(ctx, cfg)
+    return _unregister_steps(
+        ctx,
+        resource_id(cfg),
+        [policy["PolicyName"]] if policy is not None else [],
+        current_target(ctx, cfg),
+        "target tracking on invocations",
+    )
+
+
+def _unregister_steps(
+    ctx: AwsContext,
+    rid: str,
+    policies: list[str],
+    target: dict[str, Any] | None,
+    why: str,
+) -> list[Step]:
+    """Delete each policy on `rid`, then deregister its target (when registered)."""
     aas = ctx.client("application-autoscaling")
-    steps = []
-    if current_policy(ctx, cfg) is not None:
-        policy = cfg.names.scaling_policy
-        steps.append(
-            delete_step(
-                "scaling policy",
-                policy,
-                "target tracking on invocations",
-                "delete the scaling policy",
-                aas.delete_scaling_policy,
-                PolicyName=policy,
-                **_dimension(cfg),
-            )
+    dimension: dict[str, Any] = {
+        "ServiceNamespace": NAMESPACE,
+        "ResourceId": rid,
+        "ScalableDimension": DIMENSION,
+    }
+    steps = [
+        delete_step(
+            "scaling policy",
+            name,
+            why,
+            f"delete the scaling policy {name}",
+            aas.delete_scaling_policy,
+            PolicyName=name,
+            **dimension,
         )
-    target = current_target(ctx, cfg)
+        for name in policies
+    ]
     if target is not None:
         bounds = f"{target['MinCapacity']}..{target['MaxCapacity']} instances"
-        what, deregister = "deregister the scalable target", aas.deregister_scalable_target
-        rid = resource_id(cfg)
-        steps.append(
-            delete_step("scalable target", rid, bounds, what, deregister, **_dimension(cfg))
-        )
+        what, deregister = f"deregister the scalable target {rid}", aas.deregister_scalable_target
+        steps.append(delete_step("scalable target", rid, bounds, what, deregister, **dimension))
+    return steps
+
+
+def removed_variant_steps(ctx: AwsContext, cfg: DogclfConfig, variants: list[str]) -> list[Step]:
+    """Take auto-scaling off variants an update removes (AWS refuses the update otherwise)."""
+    if not variants:
+        return []
+    aas = ctx.client("application-autoscaling")
+    rids = [cfg.names.scalable_resource_id(v) for v in variants]
+    with aws_errors("describe the scalable targets of the variants this deploy removes"):
+        targets = aas.describe_scalable_targets(
+            ServiceNamespace=NAMESPACE, ResourceIds=rids, ScalableDimension=DIMENSION
+        )["ScalableTargets"]
+    steps: list[Step] = []
+    for target in targets:
+        rid = target["ResourceId"]
+        with aws_errors(f"describe the scaling policies of {rid}"):
+            policies = aas.describe_scaling_policies(
+                ServiceNamespace=NAMESPACE, ResourceId=rid, ScalableDimension=DIMENSION
+            )["ScalingPolicies"]
+        why = "on a variant this deploy removes (AWS refuses the update while it is registered)"
+        steps += _unregister_steps(ctx, rid, [p["PolicyName"] for p in policies], target, why)
     return steps

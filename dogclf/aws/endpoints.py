@@ -36,8 +36,10 @@ from dogclf.plan import Action, Plan, Step
 if TYPE_CHECKING:
     from dogclf.config import DogclfConfig
 
-SETTLED = {"InService", "Failed", "OutOfService"}
-BUSY = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting", "UpdateRollbackFailed"}
+# UpdateRollbackFailed is settled: SageMaker leaves it there until someone acts.
+SETTLED = {"InService", "Failed", "OutOfService", "UpdateRollbackFailed"}
+BUSY = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"}
+ROLLBACK_FAILED = "UpdateRollbackFailed"
 ENDPOINT_TIMEOUT_S = 3600.0
 
 
@@ -213,6 +215,14 @@ def wait_endpoint(
         on_poll=on_poll,
     )
     status, reason = described["EndpointStatus"], described.get("FailureReason")
+    if status == ROLLBACK_FAILED:
+        raise ResourceFailedError(
+            f"endpoint {name} is UpdateRollbackFailed: the update and its rollback both "
+            f"failed: {reason or 'no reason given'}",
+            "it still serves, on a mix of the old and new configs: fix the cause, then "
+            "`dogclf deploy` again (UpdateEndpoint puts it back InService on one config), "
+            "or delete it with `dogclf teardown`",
+        )
     if status != "InService":
         raise ResourceFailedError(
             f"endpoint {name} is {status}: {reason or 'no reason given'}",
@@ -392,8 +402,10 @@ class _Switch:
         delete_endpoint(self.ctx, self.spec.endpoint, poll_interval=self.watch.poll_interval)
         self.create()
 
-    def update(self, *, pause: bool, retain: bool) -> None:
-        """Blue/green; `pause` takes auto-scaling off around it (an instance-type change)."""
+    def update(self, *, pause: bool, retain: bool, rescale: bool = False) -> None:
+        """Blue/green; `pause` takes auto-scaling off around it (an instance-type change);
+        `rescale` registers it on the new variant after a rename (the plan's steps took it
+        off the old one first)."""
         ctx, cfg = self.ctx, self.cfg
         if pause:
             autoscaling.pause(ctx, cfg)
@@ -403,8 +415,13 @@ class _Switch:
         except Exception:
             if pause:  # the old fleet still serves: give it its scaling back
                 self._resume_quietly()
+            elif rescale:
+                self.watch.on_warning(
+                    "the old variant still serves without auto-scaling (deregistered for the "
+                    f"rename to {self.spec.variant}); `dogclf deploy` again once fixed"
+                )
             raise
-        if pause:
+        if pause or rescale:
             autoscaling.resume(ctx, cfg)
 
     def _resume_quietly(self) -> None:
@@ -432,14 +449,20 @@ def _plan_endpoint(plan: Plan, switch: _Switch) -> None:
     if status in ("Failed", "OutOfService"):
         message = f"is {status}: delete it, create it on {spec.config_name}"
         plan.add(Action.UPDATE, "endpoint", spec.endpoint, message, switch.recreate)
-    elif on == spec.config_name:
+    elif on == spec.config_name and status != ROLLBACK_FAILED:
         plan.add(Action.NOOP, "endpoint", spec.endpoint, f"InService on {on}")
-    else:
-        _plan_blue_green(plan, switch, on)
+    else:  # UpdateRollbackFailed takes UpdateEndpoint again, which settles it on one config
+        _plan_blue_green(plan, switch, current)
 
 
-def _plan_blue_green(plan: Plan, switch: _Switch, on: str) -> None:
+def _plan_blue_green(plan: Plan, switch: _Switch, current: dict[str, Any]) -> None:
     ctx, cfg, spec = switch.ctx, switch.cfg, switch.spec
+    on = current["EndpointConfigName"]
+    # AWS refuses an update that removes a variant registered for auto-scaling (a rename
+    # of endpoint.variant_name): its policies and target go first, as steps of their own.
+    removed = [v["VariantName"] for v in current.get("ProductionVariants", [])]
+    moved = autoscaling.removed_variant_steps(ctx, cfg, [v for v in removed if v != spec.variant])
+    plan.steps += moved
     scaled = autoscaling.current_target(ctx, cfg) is not None
     old_type = variant_types(ctx, on).get(spec.variant)
     # AWS refuses to change the instance type of a variant registered for auto-scaling;
@@ -447,13 +470,19 @@ def _plan_blue_green(plan: Plan, switch: _Switch, on: str) -> None:
     pause = scaled and old_type != spec.instance_type
     retain = scaled and not pause
     message = f"blue/green: {on} -> {spec.config_name}"
+    if current["EndpointStatus"] == ROLLBACK_FAILED:
+        message = f"is {ROLLBACK_FAILED}: " + message
+    a = cfg.autoscaling
     if pause:
-        a = cfg.autoscaling
         message += (
             f"; auto-scaling off during the switch ({old_type} -> {spec.instance_type}), "
             f"then on again at {a.min_instances}..{a.max_instances}"
         )
     elif retain:
         message += "; keeps the instance count auto-scaling set"
-    update = partial(switch.update, pause=pause, retain=retain)
+    if moved:
+        message += (
+            f"; then auto-scaling on variant {spec.variant} at {a.min_instances}..{a.max_instances}"
+        )
+    update = partial(switch.update, pause=pause, retain=retain, rescale=bool(moved))
     plan.add(Action.UPDATE, "endpoint", spec.endpoint, message, update)

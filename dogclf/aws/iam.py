@@ -9,20 +9,17 @@ for removal, so the role holds what this module says and nothing more.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-import botocore.exceptions
-
+from dogclf import role_policy
 from dogclf.aws.artifacts import parse_s3_uri
 from dogclf.aws.session import (
     AwsContext,
     aws_errors,
     call,
     delete_step,
-    error_code,
     get_or_none,
     tag_list,
 )
@@ -31,23 +28,11 @@ from dogclf.plan import Action, Plan, Step
 if TYPE_CHECKING:
     from dogclf.config import DogclfConfig
 
-T = TypeVar("T")
 POLICY_VERSION = "2012-10-17"
-# IAM is eventually consistent: a new role can take ~10 s before Lambda may assume it.
-PROPAGATION_ATTEMPTS = 12
 
 
 def trust_policy() -> dict[str, Any]:
-    return {
-        "Version": POLICY_VERSION,
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": "lambda.amazonaws.com"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
+    return role_policy.trust_policy("lambda.amazonaws.com")
 
 
 def endpoint_arn(cfg: DogclfConfig, *, partition: str, region: str, account: str) -> str:
@@ -262,32 +247,6 @@ def _policy_summary(policy: dict[str, Any]) -> str:
 def _bound(what: str, fn: Callable[..., Any], **kwargs: Any) -> Callable[[], Any]:
     """A plan step's action: `fn(**kwargs)` with AWS errors translated."""
     return lambda: call(what, fn, **kwargs)
-
-
-def is_role_not_assumable_yet(exc: BaseException) -> bool:
-    """Lambda's answer while a fresh role has not reached every IAM endpoint yet."""
-    if not isinstance(exc, botocore.exceptions.ClientError):
-        return False
-    message = str(exc.response.get("Error", {}).get("Message", ""))
-    return error_code(exc) == "InvalidParameterValueException" and "cannot be assumed" in message
-
-
-def retry_while_role_propagates(
-    fn: Callable[[], T],
-    *,
-    poll_interval: float,
-    attempts: int = PROPAGATION_ATTEMPTS,
-    sleep: Callable[[float], None] = time.sleep,
-) -> T:
-    """Call `fn`, retrying (bounded) while Lambda cannot assume a just-created role."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn()
-        except botocore.exceptions.ClientError as exc:
-            if attempt == attempts or not is_role_not_assumable_yet(exc):
-                raise
-            sleep(poll_interval)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 # ---------------------------------------------------------------- status / teardown

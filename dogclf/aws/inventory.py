@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from dogclf.aws import autoscaling, endpoints, iam, jobs_in_flight, lambda_fn, s3
+from dogclf.aws import autoscaling, endpoints, iam, jobs_in_flight, lambda_fn, logs, s3
 from dogclf.aws.artifacts import read_latest
 from dogclf.aws.pricing import instances_cost, provisioned_concurrency_cost
 from dogclf.aws.session import AwsContext
@@ -164,6 +164,18 @@ def describe_endpoint(ctx: AwsContext, cfg: DogclfConfig) -> list[ResourceStatus
     ]
 
 
+def describe_endpoint_logs(ctx: AwsContext, cfg: DogclfConfig) -> list[ResourceStatus]:
+    """SageMaker's log group for the endpoint: it outlives the endpoint and never expires."""
+    name = logs.endpoint_log_group(cfg.names.endpoint)
+    group = logs.describe_log_group(ctx, name)
+    if group is None:
+        return []
+    days = group.get("retentionInDays")
+    kept = f"kept {days} days" if days else "never expires"
+    stored = int(group.get("storedBytes", 0))
+    return [ResourceStatus("log group", name, "exists", f"{stored / 1e6:.1f} MB stored, {kept}")]
+
+
 def record_kind(name: str, record: endpoints.RecordKind, why_delete: str) -> ResourceKind:
     """Endpoint configs or models: listed by name, deleted with `why_delete` as the message."""
 
@@ -223,6 +235,22 @@ def describe_tuning_jobs(ctx: AwsContext, cfg: DogclfConfig) -> list[ResourceSta
     return statuses
 
 
+def describe_training_logs(ctx: AwsContext, cfg: DogclfConfig) -> list[ResourceStatus]:
+    """Our streams in the account's training log group (the API gives no per-stream size)."""
+    streams = logs.training_streams(ctx, cfg)
+    if not streams:
+        return []
+    jobs = len({s["logStreamName"].split("/", 1)[0] for s in streams})
+    return [
+        ResourceStatus(
+            "log streams",
+            f"{logs.TRAINING_LOG_GROUP} ({cfg.names.base} jobs)",
+            "exists",
+            f"{len(streams)} streams of {jobs} training job(s), never expire",
+        )
+    ]
+
+
 # ---------------------------------------------------------------- S3: latest model, data
 
 
@@ -258,8 +286,20 @@ def describe_data(ctx: AwsContext, cfg: DogclfConfig) -> list[ResourceStatus]:
     groups: dict[str, list[int]] = {}
     for obj in objects:
         top = obj.key.removeprefix(prefix).split("/", 1)[0]
-        groups.setdefault(top, []).append(obj.size)
+        if top != "checkpoints":  # a kind of its own: teardown removes them without --data
+            groups.setdefault(top, []).append(obj.size)
     found = [ResourceStatus("s3 bucket", bucket, "exists", f"stage prefix s3://{bucket}/{prefix}")]
+    if s3.is_versioned(ctx, bucket):
+        stored = s3.stored_under(ctx, bucket, prefix, skip=s3.checkpoint_prefix(cfg))
+        found.append(
+            ResourceStatus(
+                "s3 versions",
+                f"s3://{bucket}/{prefix}",
+                "stored",
+                f"versioned bucket: {len(stored.entries)} versions and delete markers, "
+                f"{stored.size / 1e6:.1f} MB (teardown --data deletes every one)",
+            )
+        )
     for top, sizes in sorted(groups.items()):
         found.append(
             ResourceStatus(
@@ -272,16 +312,29 @@ def describe_data(ctx: AwsContext, cfg: DogclfConfig) -> list[ResourceStatus]:
     return found
 
 
+def describe_checkpoints(ctx: AwsContext, cfg: DogclfConfig) -> list[ResourceStatus]:
+    stored = s3.checkpoints(ctx, cfg)
+    if stored is None:
+        return []
+    uri = f"s3://{cfg.aws.bucket}/{s3.checkpoint_prefix(cfg)}"
+    return [ResourceStatus("checkpoints", uri, "stored", f"spot checkpoints: {stored.summary()}")]
+
+
 # ---------------------------------------------------------------- the list
 
 KINDS: list[ResourceKind] = [
     ResourceKind("autoscaling", describe_autoscaling, autoscaling.delete_steps),
     ResourceKind("lambda", describe_lambda, lambda_fn.delete_steps),  # calls the endpoint
     ResourceKind("endpoint", describe_endpoint, endpoints.endpoint_delete_steps),
+    # SageMaker's log group goes after the endpoint, which would write to it again.
+    ResourceKind("endpoint logs", describe_endpoint_logs, logs.endpoint_log_delete_steps),
     record_kind("endpoint configs", endpoints.CONFIGS, "unused once the endpoint is gone"),
     record_kind("models", endpoints.MODELS, "its SageMaker record (model.tar.gz in S3 is data)"),
     ResourceKind("tuning jobs", describe_tuning_jobs, jobs_in_flight.tuning_stop_steps),
     ResourceKind("training jobs", describe_training_jobs, jobs_in_flight.training_stop_steps),
+    # Derived, so removed without --data; after the jobs that write them are stopped.
+    ResourceKind("training logs", describe_training_logs, logs.training_log_delete_steps),
+    ResourceKind("checkpoints", describe_checkpoints, s3.checkpoint_delete_steps),
     ResourceKind("latest model", describe_latest),  # goes with the data
     ResourceKind("data", describe_data, s3.stage_delete_steps, opt_in="data"),
 ]

@@ -1,4 +1,5 @@
-"""SageMaker training and tuning jobs of this project/stage still running, and stopping them.
+"""SageMaker training and tuning jobs of this project/stage still running, and stopping them
+(teardown stops them all; `dogclf stop` one: dogclf/aws/stop_jobs.py).
 
 Finished jobs stay on SageMaker as history (they cannot be deleted and cost nothing), so
 `status` shows and `teardown` stops only those InProgress or Stopping.
@@ -49,7 +50,7 @@ TUNING = JobKind(
 )
 
 
-def _ours(ctx: AwsContext, cfg: DogclfConfig, arn: str) -> bool:
+def is_ours(ctx: AwsContext, cfg: DogclfConfig, arn: str) -> bool:
     """Tagged with this project and stage (a name prefix alone could be another stage's)."""
     tags = call("read tags", ctx.client("sagemaker").list_tags, ResourceArn=arn).get("Tags", [])
     found = {t["Key"]: t["Value"] for t in tags}
@@ -63,7 +64,7 @@ def in_flight(ctx: AwsContext, cfg: DogclfConfig, kind: JobKind) -> list[dict[st
     with aws_errors(f"list {kind.resource}s in flight"):
         for status in IN_FLIGHT:
             for page in pages.paginate(NameContains=cfg.names.base, StatusEquals=status):
-                found += [j for j in page[kind.summaries] if _ours(ctx, cfg, j[kind.arn_key])]
+                found += [j for j in page[kind.summaries] if is_ours(ctx, cfg, j[kind.arn_key])]
     return found
 
 
@@ -81,7 +82,7 @@ def _already_ended(exc: BaseException) -> bool:
     return error_code(exc) == "ValidationException" and "status" in str(exc)
 
 
-def _stop_step(ctx: AwsContext, kind: JobKind, job: dict[str, Any], message: str) -> Step:
+def stop_step(ctx: AwsContext, kind: JobKind, job: dict[str, Any], message: str) -> Step:
     name = job[kind.name_key]
     return delete_step(
         kind.resource,
@@ -97,7 +98,7 @@ def _stop_step(ctx: AwsContext, kind: JobKind, job: dict[str, Any], message: str
 def training_stop_steps(ctx: AwsContext, cfg: DogclfConfig) -> list[Step]:
     message = "stop (its logs and any model already written stay)"
     return [
-        _stop_step(ctx, TRAINING, job, message)
+        stop_step(ctx, TRAINING, job, message)
         for job in training_jobs_in_flight(ctx, cfg)
         # A tuning job's own jobs stop with it (the tuning kind runs first).
         if job["TrainingJobStatus"] == "InProgress" and not job.get("TuningJobArn")
@@ -107,7 +108,7 @@ def training_stop_steps(ctx: AwsContext, cfg: DogclfConfig) -> list[Step]:
 def tuning_stop_steps(ctx: AwsContext, cfg: DogclfConfig) -> list[Step]:
     message = "stop it and its running training jobs"
     return [
-        _stop_step(ctx, TUNING, job, message)
+        stop_step(ctx, TUNING, job, message)
         for job in in_flight(ctx, cfg, TUNING)
         if job["HyperParameterTuningJobStatus"] == "InProgress"
     ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import time
 import zipfile
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from dogclf.aws.session import (
     error_code,
     get_or_none,
 )
-from dogclf.errors import ResourceFailedError
+from dogclf.errors import DogclfError, ResourceFailedError
 from dogclf.plan import Action, Plan, Step
 
 if TYPE_CHECKING:
@@ -48,6 +49,26 @@ POLL_INTERVAL = 5.0
 FUNCTION_WAIT_S = 300.0
 PROVISIONED_WAIT_S = 900.0
 URL_PERMISSION_SID = "dogclf-function-url-public"
+URL_INVOKE_SID = "dogclf-function-url-invoke"
+# What a public (AuthType NONE) URL needs in the alias's resource policy: since October
+# 2025 a new URL answers 403 unless both statements exist (AWS's "Control access to Lambda
+# function URLs"); the second one only applies to calls that come through the URL.
+PUBLIC_URL_PERMISSIONS: dict[str, dict[str, Any]] = {
+    URL_PERMISSION_SID: {
+        "Action": "lambda:InvokeFunctionUrl",
+        "Principal": "*",
+        "FunctionUrlAuthType": "NONE",
+    },
+    URL_INVOKE_SID: {
+        "Action": "lambda:InvokeFunction",
+        "Principal": "*",
+        "InvokedViaFunctionUrl": True,
+    },
+}
+# PutFunctionConcurrency keeps this much of the account's concurrency unreserved, or all of
+# it when the account's limit is lower (new accounts often have 10: "below its minimum
+# value of [10]"). Provisioned concurrency of a function without a reserve counts too.
+UNRESERVED_MINIMUM = 100
 
 
 # ---------------------------------------------------------------- the code bundle
@@ -157,6 +178,7 @@ class Deployed:
     reserved: int | None = None
     provisioned: dict[str, Any] | None = None
     url: dict[str, Any] | None = None
+    policy_sids: set[str] = field(default_factory=set)  # statements on the alias
 
     @property
     def latest_version(self) -> dict[str, Any] | None:
@@ -186,7 +208,19 @@ def read_deployed(ctx: AwsContext, cfg: DogclfConfig) -> Deployed:
             FunctionName=name,
             Qualifier=alias,
         )
+        state.policy_sids = _policy_sids(lam, name, alias)
     return state
+
+
+def _policy_sids(lam: Any, name: str, qualifier: str) -> set[str]:
+    found = get_or_none(
+        f"read the resource policy of {name}:{qualifier}",
+        lam.get_policy,
+        FunctionName=name,
+        Qualifier=qualifier,
+    )
+    statements = json.loads(found["Policy"]).get("Statement", []) if found else []
+    return {str(s["Sid"]) for s in statements if "Sid" in s}
 
 
 def _provisioned(lam: Any, name: str, qualifier: str) -> dict[str, Any] | None:
@@ -222,6 +256,7 @@ def plan_deploy(
     spec = function_spec(cfg, role_arn)
     state = read_deployed(ctx, cfg)
     lam = ctx.client("lambda")
+    check_concurrency_quota(read_account_concurrency(lam), cfg, state)
     target = _Target()
     function_changed = _plan_function(plan, lam, spec, state, poll_interval)
     _plan_version(plan, lam, spec, state, target, function_changed, poll_interval)
@@ -270,24 +305,17 @@ class _FunctionChange:
     tags: dict[str, str]  # tags to set
 
 
-def _while_role_propagates(what: str, fn: Callable[[], Any], poll_interval: float) -> None:
-    """Lambda checks the role on create and on a configuration change; a new one may lag."""
-    with aws_errors(what):
-        iam.retry_while_role_propagates(fn, poll_interval=poll_interval)
-
-
 def _create_function(lam: Any, spec: FunctionSpec, poll_interval: float) -> None:
-    _while_role_propagates(
+    # A role made a moment ago may not be assumable yet: session.py retries that, bounded.
+    call(
         f"create Lambda function {spec.name}",
-        lambda: lam.create_function(
-            FunctionName=spec.name,
-            Code={"ZipFile": spec.zip_bytes},
-            Architectures=[spec.architecture],
-            PackageType="Zip",
-            Tags=spec.tags,
-            **spec.configuration,
-        ),
-        poll_interval,
+        lam.create_function,
+        FunctionName=spec.name,
+        Code={"ZipFile": spec.zip_bytes},
+        Architectures=[spec.architecture],
+        PackageType="Zip",
+        Tags=spec.tags,
+        **spec.configuration,
     )
     wait_function_ready(lam, spec.name, poll_interval=poll_interval)
 
@@ -306,10 +334,11 @@ def _update_function(
         )
         wait_function_ready(lam, name, poll_interval=poll_interval)
     if change.config:
-        _while_role_propagates(
+        call(
             f"update the configuration of {name}",
-            lambda: lam.update_function_configuration(FunctionName=name, **spec.configuration),
-            poll_interval,
+            lam.update_function_configuration,
+            FunctionName=name,
+            **spec.configuration,
         )
         wait_function_ready(lam, name, poll_interval=poll_interval)
     if change.tags:
@@ -470,6 +499,64 @@ def _reserved_step(lam: Any, cfg: DogclfConfig, have: int | None) -> Step:
     )
 
 
+@dataclass(frozen=True)
+class AccountConcurrency:
+    """GetAccountSettings' concurrency figures for this account and region."""
+
+    limit: int  # ConcurrentExecutions
+    unreserved: int  # UnreservedConcurrentExecutions: the limit less every reserve
+
+    @property
+    def minimum(self) -> int:
+        return min(UNRESERVED_MINIMUM, self.limit)
+
+
+def read_account_concurrency(lam: Any) -> AccountConcurrency:
+    settings = call("read the account's Lambda concurrency", lam.get_account_settings)
+    limits = settings["AccountLimit"]
+    return AccountConcurrency(
+        int(limits["ConcurrentExecutions"]), int(limits["UnreservedConcurrentExecutions"])
+    )
+
+
+def _drawn(reserved: int | None, provisioned: int) -> int:
+    """What a function takes from the unreserved pool: its reserve, else its provisioned."""
+    return reserved if reserved is not None else provisioned
+
+
+def check_concurrency_quota(
+    account: AccountConcurrency, cfg: DogclfConfig, state: Deployed
+) -> None:
+    """Refuse, before anything is made, what PutFunctionConcurrency or
+    PutProvisionedConcurrencyConfig would refuse after the function, version and alias."""
+    section = cfg.lambda_
+    have_provisioned = (
+        int(state.provisioned["RequestedProvisionedConcurrentExecutions"])
+        if state.provisioned
+        else 0
+    )
+    have = _drawn(state.reserved, have_provisioned)
+    want = _drawn(section.reserved_concurrency, section.provisioned_concurrency)
+    free = account.unreserved + have  # this function's own share comes back first
+    room = free - account.minimum
+    if want <= have or want <= room:
+        return
+    reserving = section.reserved_concurrency is not None
+    field_name = "reserved_concurrency" if reserving else "provisioned_concurrency"
+    if room >= 1:
+        fix = f"set lambda.{field_name} to at most {room}"
+    elif reserving:
+        fix = "leave lambda.reserved_concurrency unset (the function shares the account pool)"
+    else:
+        fix = "set lambda.provisioned_concurrency = 0"
+    raise DogclfError(
+        f"lambda.{field_name} = {want} does not fit this account: its Lambda concurrency "
+        f"limit is {account.limit}, {free} is free for this function and AWS keeps "
+        f"{account.minimum} unreserved; {fix}",
+        'or raise the "Concurrent executions" quota in Service Quotas (AWS Lambda)',
+    )
+
+
 def _plan_url(plan: Plan, lam: Any, cfg: DogclfConfig, state: Deployed) -> None:
     name, alias = cfg.names.lambda_function, cfg.lambda_.alias
     want, auth = cfg.lambda_.function_url, cfg.lambda_.function_url_auth
@@ -479,44 +566,54 @@ def _plan_url(plan: Plan, lam: Any, cfg: DogclfConfig, state: Deployed) -> None:
         if current is not None:
             plan.steps.append(_url_delete(lam, name, alias, current["FunctionUrl"]))
         return
-    if current is not None and current.get("AuthType") == auth:
+    public = auth == "NONE"
+    ours = set(PUBLIC_URL_PERMISSIONS)
+    to_fix = ours - state.policy_sids if public else ours & state.policy_sids
+    url_ok = current is not None and current.get("AuthType") == auth
+    if current is not None and url_ok and not to_fix:
         plan.add(Action.NOOP, "function url", label, f"{current['FunctionUrl']} ({auth})")
         return
 
     def apply() -> None:
-        fn = lam.create_function_url_config if current is None else lam.update_function_url_config
-        call("configure the function URL", fn, FunctionName=name, Qualifier=alias, AuthType=auth)
-        _url_permission(lam, name, alias, public=auth == "NONE")
+        if not url_ok:
+            fn = (
+                lam.create_function_url_config
+                if current is None
+                else lam.update_function_url_config
+            )
+            call(
+                "configure the function URL", fn, FunctionName=name, Qualifier=alias, AuthType=auth
+            )
+        _url_permissions(lam, name, alias, public=public)
 
-    note = "public, no auth" if auth == "NONE" else "callers need lambda:InvokeFunctionUrl"
-    plan.add(
-        Action.CREATE if current is None else Action.UPDATE,
-        "function url",
-        label,
-        f"auth {auth} ({note})",
-        apply,
-    )
+    actions = " and ".join(p["Action"] for p in PUBLIC_URL_PERMISSIONS.values())
+    if url_ok:
+        verb = "add" if public else "remove"
+        fixing = sorted(PUBLIC_URL_PERMISSIONS[sid]["Action"] for sid in to_fix)
+        message = f"{verb} the public {' and '.join(fixing)} permission"
+    elif public:
+        message = f"auth NONE (public, no auth: {actions} for anyone)"
+    else:
+        message = f"auth AWS_IAM (callers need {actions} on {label})"
+    action = Action.CREATE if current is None else Action.UPDATE
+    plan.add(action, "function url", label, message, apply)
 
 
-def _url_permission(lam: Any, name: str, alias: str, *, public: bool) -> None:
-    """AuthType NONE needs a resource policy letting anyone invoke the URL; AWS_IAM must not."""
-    what = "set the function URL permission"
+def _url_permissions(lam: Any, name: str, alias: str, *, public: bool) -> None:
+    """AuthType NONE needs both public statements on the alias; AWS_IAM must have neither.
+    A statement already there (or already gone) counts as done, so a re-run changes nothing."""
+    what = "set the function URL permissions"
     target: dict[str, Any] = {"FunctionName": name, "Qualifier": alias}
-    if not public:
-        deleter(what, lam.remove_permission, StatementId=URL_PERMISSION_SID, **target)()
-        return
-    try:
-        lam.add_permission(
-            StatementId=URL_PERMISSION_SID,
-            Action="lambda:InvokeFunctionUrl",
-            Principal="*",
-            FunctionUrlAuthType="NONE",
-            **target,
-        )
-    except botocore.exceptions.ClientError as exc:
-        if error_code(exc) not in ("ResourceConflictException", "ResourceNotFoundException"):
-            with aws_errors(what):
-                raise
+    for sid, statement in PUBLIC_URL_PERMISSIONS.items():
+        if not public:
+            deleter(what, lam.remove_permission, StatementId=sid, **target)()
+            continue
+        try:
+            lam.add_permission(StatementId=sid, **statement, **target)
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) != "ResourceConflictException":
+                with aws_errors(what):
+                    raise
 
 
 # ---------------------------------------------------------------- deleting

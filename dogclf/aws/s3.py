@@ -202,21 +202,79 @@ def list_objects_parallel(
 
 
 def delete_keys(ctx: AwsContext, bucket: str, keys: list[str]) -> int:
+    return delete_entries(ctx, bucket, [{"Key": k} for k in keys])
+
+
+def delete_entries(ctx: AwsContext, bucket: str, entries: list[dict[str, str]]) -> int:
+    """DeleteObjects in batches of 1,000; an entry with a VersionId deletes that version
+    (or delete marker) for good."""
     s3 = ctx.client("s3")
-    for start in range(0, len(keys), DELETE_BATCH):
-        batch = keys[start : start + DELETE_BATCH]
+    for start in range(0, len(entries), DELETE_BATCH):
+        batch = entries[start : start + DELETE_BATCH]
         with aws_errors(f"delete {len(batch)} objects from s3://{bucket}"):
-            answer = s3.delete_objects(
-                Bucket=bucket,
-                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
-            )
+            answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
         if answer.get("Errors"):
             first = answer["Errors"][0]
             raise AwsError(
                 f"cannot delete s3://{bucket}/{first['Key']}: {first.get('Code')}: {first.get('Message')}",
-                "check s3:DeleteObject permission and object lock settings",
+                "check s3:DeleteObject (and s3:DeleteObjectVersion) permission and object lock settings",
             )
-    return len(keys)
+    return len(entries)
+
+
+# ---------------------------------------------------------------- versions
+
+
+def is_versioned(ctx: AwsContext, bucket: str) -> bool:
+    """Versioning Enabled or Suspended: either way old versions may be stored."""
+    found = get_or_none(
+        f"read versioning of s3://{bucket}", ctx.client("s3").get_bucket_versioning, Bucket=bucket
+    )
+    return bool((found or {}).get("Status"))
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What a prefix holds, named as DeleteObjects takes it: keys, or in a versioned
+    bucket every version and delete marker (deleting a key there only adds a marker, and
+    DeleteBucket refuses a bucket that still has versions: BucketNotEmpty)."""
+
+    entries: list[dict[str, str]]
+    current: int  # objects a plain listing shows
+    size: int  # bytes, every stored version counted
+    versioned: bool
+
+    def summary(self) -> str:
+        text = f"{self.current} objects, {self.size / 1e6:.1f} MB"
+        old = len(self.entries) - self.current
+        return text + (
+            f" ({old} old versions and delete markers)" if self.versioned and old else ""
+        )
+
+
+def stored_under(ctx: AwsContext, bucket: str, prefix: str, *, skip: str | None = None) -> Stored:
+    """Everything stored under `prefix` but `skip` (a prefix inside it another step owns)."""
+    if not is_versioned(ctx, bucket):
+        objects = [
+            o for o in list_objects_parallel(ctx, bucket, prefix) if not _skipped(o.key, skip)
+        ]
+        entries = [{"Key": o.key} for o in sorted(objects, key=lambda o: o.key)]
+        return Stored(entries, len(objects), sum(o.size for o in objects), False)
+    entries, current, size = [], 0, 0
+    pages = ctx.client("s3").get_paginator("list_object_versions")
+    with aws_errors(f"list the versions in s3://{bucket}/{prefix}"):
+        for page in pages.paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                if _skipped(item["Key"], skip):
+                    continue
+                entries.append({"Key": item["Key"], "VersionId": item["VersionId"]})
+                size += int(item.get("Size", 0))
+                current += bool(item.get("IsLatest")) and "Size" in item  # markers have no Size
+    return Stored(sorted(entries, key=lambda e: (e["Key"], e["VersionId"])), current, size, True)
+
+
+def _skipped(key: str, skip: str | None) -> bool:
+    return bool(skip) and key.startswith(skip or "")
 
 
 # ---------------------------------------------------------------- teardown --data
@@ -228,25 +286,58 @@ def stage_objects(ctx: AwsContext, cfg: DogclfConfig) -> tuple[str, str, list[Re
     return bucket, prefix, list_objects_parallel(ctx, bucket, prefix)
 
 
+def checkpoint_prefix(cfg: DogclfConfig) -> str:
+    """Where spot training jobs keep their checkpoints ("project/stage/checkpoints/")."""
+    return parse_s3_uri(cfg.s3_prefix("checkpoints") + "/")[1]
+
+
+def checkpoints(ctx: AwsContext, cfg: DogclfConfig) -> Stored | None:
+    """The stage's spot checkpoints (every version), None without a bucket or any."""
+    if not cfg.aws.bucket or not bucket_exists(ctx, cfg.aws.bucket):
+        return None
+    stored = stored_under(ctx, cfg.aws.bucket, checkpoint_prefix(cfg))
+    return stored if stored.entries else None
+
+
+def checkpoint_delete_steps(ctx: AwsContext, cfg: DogclfConfig) -> list[Step]:
+    """Checkpoints are derived (a finished job's model is in models/): always removed."""
+    stored = checkpoints(ctx, cfg)
+    if stored is None:
+        return []
+    bucket = str(cfg.aws.bucket)
+    return [
+        Step(
+            Action.DELETE,
+            "s3 objects",
+            f"s3://{bucket}/{checkpoint_prefix(cfg)}",
+            f"spot checkpoints: {stored.summary()}",
+            partial(delete_entries, ctx, bucket, stored.entries),
+        )
+    ]
+
+
 def stage_delete_steps(ctx: AwsContext, cfg: DogclfConfig) -> list[Step]:
-    """The stage's objects, then the bucket if it was created for this stage and holds
-    nothing else; [] when there is no bucket."""
+    """The stage's objects (every version; checkpoints/ has its own step, before this one),
+    then the bucket if it was created for this stage and holds nothing else; [] when
+    there is no bucket."""
     if not cfg.aws.bucket or not bucket_exists(ctx, cfg.aws.bucket):
         return []
-    bucket, prefix, objects = stage_objects(ctx, cfg)
-    keys = sorted(o.key for o in objects)
+    bucket, prefix = parse_s3_uri(cfg.s3_prefix() + "/")
+    stored = stored_under(ctx, bucket, prefix, skip=checkpoint_prefix(cfg))
     steps = []
-    if keys:
+    if stored.entries:
         steps.append(
             Step(
                 Action.DELETE,
                 "s3 objects",
                 f"s3://{bucket}/{prefix}",
-                f"{len(keys)} objects: data, code, models, checkpoints",
-                partial(delete_keys, ctx, bucket, keys),
+                f"data, code, models: {stored.summary()}",
+                partial(delete_entries, ctx, bucket, stored.entries),
             )
         )
-    if _bucket_is_ours(ctx, cfg, bucket) and not _others_in_bucket(ctx, bucket, prefix, keys):
+    if _bucket_is_ours(ctx, cfg, bucket) and not _others_in_bucket(
+        ctx, bucket, prefix, versioned=stored.versioned
+    ):
         steps.append(
             delete_step(
                 "s3 bucket",
@@ -269,13 +360,20 @@ def _bucket_is_ours(ctx: AwsContext, cfg: DogclfConfig, bucket: str) -> bool:
     return tags.get("dogclf:project") == cfg.project and tags.get("dogclf:stage") == cfg.stage
 
 
-def _others_in_bucket(ctx: AwsContext, bucket: str, prefix: str, ours: list[str]) -> bool:
-    """Any key outside our prefix: keys list in order, so look before it and after it."""
+def _others_in_bucket(ctx: AwsContext, bucket: str, prefix: str, *, versioned: bool) -> bool:
+    """Anything stored outside `prefix` (versions and delete markers too, when versioned).
+
+    Walks down the prefix's folders: listed with the "/" delimiter, each level may hold
+    only the next folder of our prefix. Two entries per level tell, whatever the size."""
     s3 = ctx.client("s3")
-    with aws_errors(f"list bucket {bucket}"):
-        first = s3.list_objects_v2(Bucket=bucket, MaxKeys=1).get("Contents", [])
-        if first and not first[0]["Key"].startswith(prefix):
+    listing = s3.list_object_versions if versioned else s3.list_objects_v2
+    parts = prefix.rstrip("/").split("/")
+    for depth, part in enumerate(parts):
+        above = "".join(p + "/" for p in parts[:depth])
+        with aws_errors(f"list bucket {bucket}"):
+            page = listing(Bucket=bucket, Prefix=above, Delimiter="/", MaxKeys=2)
+        keys = [o for key in ("Contents", "Versions", "DeleteMarkers") for o in page.get(key, [])]
+        folders = [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        if keys or any(f != above + part + "/" for f in folders):
             return True
-        after = ours[-1] if ours else prefix
-        rest = s3.list_objects_v2(Bucket=bucket, MaxKeys=1, StartAfter=after).get("Contents", [])
-    return bool(rest) and not rest[0]["Key"].startswith(prefix)
+    return False

@@ -7,6 +7,8 @@ timeouts, region/profile precedence and error wording are decided here once; so 
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -19,6 +21,7 @@ import botocore.config
 import botocore.exceptions
 
 from dogclf import __version__
+from dogclf.aws import request_check
 from dogclf.errors import AwsError, ConfigError, NotFoundError
 from dogclf.plan import Action, Step
 
@@ -60,16 +63,174 @@ S3_ACTIONS = {
 NOT_FOUND_MESSAGE = re.compile(r"(could not find|does not exist|not found)", re.IGNORECASE)
 
 
+# In the User-Agent of the embedded emulator's own clients (training runtime, ...).
+INTERNAL_AGENT = "dogclf-emulator-internal"
+
+
 def client_config(**overrides: Any) -> botocore.config.Config:
-    """Adaptive retries (client-side rate limiting + backoff) and bounded timeouts."""
+    """Adaptive retries (client-side rate limiting + backoff) and bounded timeouts; what
+    botocore's retries do not cover (IAM propagation, a create whose answer was lost) is
+    added per client by `attach_retries`."""
     settings: dict[str, Any] = {
-        "retries": {"mode": "adaptive", "max_attempts": 8},
+        "retries": {"mode": "adaptive", "max_attempts": 10},
         "connect_timeout": 10,
         "read_timeout": 70,
         "user_agent_extra": f"dogclf/{__version__}",
     }
     settings.update(overrides)
     return botocore.config.Config(**settings)
+
+
+# ---------------------------------------------------------------- retries botocore lacks
+
+# A role created a moment ago is not assumable until IAM has propagated it (seconds):
+# (operation, error code, what the message says), retried here for every caller.
+ROLE_NOT_READY = [
+    (
+        {"CreateFunction", "UpdateFunctionConfiguration"},
+        "InvalidParameterValueException",
+        "cannot be assumed",
+    ),
+    (
+        {"CreateTrainingJob", "CreateModel", "CreateHyperParameterTuningJob"},
+        "ValidationException",
+        "could not assume role",
+    ),
+]
+# IAM propagation takes seconds; past this it is not propagation (a missing role or trust
+# reads the same). The emulator, whose roles propagate in set seconds, sets a shorter bound.
+ROLE_WAIT_ENV = "DOGCLF_ROLE_WAIT_S"
+ROLE_WAIT_MAX_S = 60.0
+
+# A create retried after an unanswered attempt (a 5xx, a dropped connection) may find what
+# that attempt made: "already exists" then means done. operation -> (the read that returns
+# it, the request members the read takes, the response members to keep; None: all).
+ADOPT_ON_RETRY: dict[str, tuple[str, tuple[str, ...], tuple[str, ...] | None]] = {
+    "CreateRole": ("get_role", ("RoleName",), None),
+    "CreateFunction": ("get_function_configuration", ("FunctionName",), None),
+    "CreateAlias": ("get_alias", ("FunctionName", "Name"), None),
+    "CreateFunctionUrlConfig": ("get_function_url_config", ("FunctionName", "Qualifier"), None),
+    "CreateModel": ("describe_model", ("ModelName",), ("ModelArn",)),
+    "CreateEndpointConfig": (
+        "describe_endpoint_config",
+        ("EndpointConfigName",),
+        ("EndpointConfigArn",),
+    ),
+    "CreateEndpoint": ("describe_endpoint", ("EndpointName",), ("EndpointArn",)),
+    "CreateTrainingJob": ("describe_training_job", ("TrainingJobName",), ("TrainingJobArn",)),
+    "CreateHyperParameterTuningJob": (
+        "describe_hyper_parameter_tuning_job",
+        ("HyperParameterTuningJobName",),
+        ("HyperParameterTuningJobArn",),
+    ),
+    "CreateLogGroup": ("", (), ()),
+    "CreateBucket": ("", (), ()),
+    "AddPermission": ("", (), ()),  # the statement is in the policy; its answer is rebuilt
+}
+# Codes that say "it exists" alone; and codes that say it when the message does.
+EXISTS_BY_CODE = {
+    "EntityAlreadyExists",
+    "ResourceAlreadyExistsException",
+    "BucketAlreadyOwnedByYou",
+}
+ALREADY_EXISTS_CODES = {
+    "ResourceConflictException",
+    "ConflictException",  # moto's CreateAlias (AWS: ResourceConflictException)
+    "ResourceInUse",
+    "ValidationException",
+}
+ALREADY_EXISTS_MESSAGE = re.compile(r"already exist|must be unique|\bexists\b", re.IGNORECASE)
+
+
+def attach_retries(client: Any) -> None:
+    """Register this module's retry handlers on one client (see ROLE_NOT_READY and
+    ADOPT_ON_RETRY); botocore's own retries stay as `client_config` sets them."""
+    client.meta.events.register(
+        "needs-retry", _retry_while_role_propagates, unique_id="dogclf-role-propagation"
+    )
+    client.meta.events.register(
+        "before-parameter-build", _remember_params, unique_id="dogclf-remember-params"
+    )
+    client.meta.events.register(
+        "after-call", functools.partial(_adopt_after_lost_answer, client), unique_id="dogclf-adopt"
+    )
+
+
+def _error_of(response: Any) -> tuple[int, str, str]:
+    http, parsed = response
+    error = parsed.get("Error", {}) if isinstance(parsed, dict) else {}
+    return http.status_code, str(error.get("Code", "")), str(error.get("Message", ""))
+
+
+def _retry_while_role_propagates(
+    response: Any, operation: Any, attempts: int, request_dict: dict[str, Any], **_: Any
+) -> float | None:
+    """needs-retry: a delay while a fresh role propagates (bounded), else None (botocore's
+    own handler decides). Also notes an unanswered attempt for `_adopt_after_lost_answer`."""
+    context = request_dict.setdefault("context", {})
+    if response is None or response[0].status_code >= 500:
+        context["dogclf_unanswered"] = True
+        return None
+    _status, code, message = _error_of(response)
+    if not any(
+        operation.name in ops and code == c and text in message.lower()
+        for ops, c, text in ROLE_NOT_READY
+    ):
+        return None
+    waited = float(context.get("dogclf_role_waited", 0.0))
+    delay = min(0.5 * 2 ** (attempts - 1), 8.0)
+    if waited + delay > float(os.environ.get(ROLE_WAIT_ENV) or ROLE_WAIT_MAX_S):
+        return None
+    context["dogclf_role_waited"] = waited + delay
+    return delay
+
+
+def _adopt_after_lost_answer(
+    client: Any, http_response: Any, parsed: dict[str, Any], model: Any, context: Any, **_: Any
+) -> None:
+    """after-call: a create that answers "already exists" after an unanswered attempt of
+    the same call made the thing itself; answer as the create would have (read it back)."""
+    if http_response.status_code < 300 or not (context or {}).get("dogclf_unanswered"):
+        return
+    _status, code, message = _error_of((http_response, parsed))
+    adopt = ADOPT_ON_RETRY.get(model.name)
+    if adopt is None or code not in ALREADY_EXISTS_CODES | EXISTS_BY_CODE:
+        return
+    if code not in EXISTS_BY_CODE and not ALREADY_EXISTS_MESSAGE.search(message):
+        return
+    params = context.get("dogclf_params", {})
+    answer = _read_back(client, model.name, adopt, params)
+    if answer is None:
+        return
+    metadata = parsed.get("ResponseMetadata", {})
+    parsed.clear()
+    parsed.update(answer, ResponseMetadata=metadata)
+    http_response.status_code = 200  # botocore raises for >= 300 after this event
+
+
+def _read_back(
+    client: Any,
+    operation: str,
+    adopt: tuple[str, tuple[str, ...], tuple[str, ...] | None],
+    params: dict[str, Any],
+) -> dict[str, Any] | None:
+    method, keys, keep = adopt
+    if operation == "AddPermission":
+        where = {k: params[k] for k in ("FunctionName", "Qualifier") if k in params}
+        policy = json.loads(client.get_policy(**where)["Policy"])
+        found = [s for s in policy["Statement"] if s.get("Sid") == params.get("StatementId")]
+        return {"Statement": json.dumps(found[0])} if found else None
+    if operation == "CreateBucket":
+        return {"Location": f"/{params.get('Bucket', '')}"}
+    if not method:
+        return {}
+    answer = getattr(client, method)(**{k: params[k] for k in keys if k in params})
+    answer.pop("ResponseMetadata", None)
+    return answer if keep is None else {k: answer[k] for k in keep if k in answer}
+
+
+def _remember_params(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    context["dogclf_params"] = dict(params)
 
 
 class AwsContext:
@@ -121,9 +282,15 @@ class AwsContext:
     def client(self, service: str, **config: Any) -> Any:
         key = service if not config else f"{service}:{sorted(config.items())}"
         if key not in self._clients:
-            self._clients[key] = self.session.client(  # type: ignore[call-overload]
+            if self.endpoint_url:  # the emulator's own calls: its fault injector skips them
+                config.setdefault("user_agent_extra", f"dogclf/{__version__} {INTERNAL_AGENT}")
+            client = self.session.client(  # type: ignore[call-overload]
                 service, config=client_config(**config), endpoint_url=self.endpoint_url
             )
+            attach_retries(client)
+            if request_check.enabled():
+                request_check.attach(client)
+            self._clients[key] = client
         return self._clients[key]
 
     @cached_property
@@ -213,7 +380,13 @@ def translate(exc: BaseException, what: str) -> AwsError:
 
 
 def _translate_transport(exc: BaseException, what: str) -> AwsError:
-    """Failures before AWS answered: credentials, connection, timeouts."""
+    """Failures before AWS answered: credentials, connection, timeouts, a request the
+    service model refuses."""
+    if isinstance(exc, request_check.RequestCheckError):
+        return AwsError(
+            f"cannot {what}: {exc}",
+            "AWS would refuse this request: correct the setting the value came from",
+        )
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return AwsError(
             f"cannot {what}: no AWS credentials found",

@@ -26,9 +26,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dogclf.aws.artifacts import LatestModel, parse_s3_uri, publish_model
+from dogclf.aws.instance_gpus import wants_torchrun
+from dogclf.aws.jobs_in_flight import TRAINING, in_flight
+from dogclf.aws.jobs_in_flight import JobKind as InFlightKind
 from dogclf.aws.logs import LogTail
 from dogclf.aws.polling import wait_until
-from dogclf.aws.session import AwsContext, aws_errors, call, get_or_none, tag_list
+from dogclf.aws.session import AwsContext, call, get_or_none, tag_list
 from dogclf.aws.source_bundle import ENTRY_SCRIPT, build_bundle
 from dogclf.errors import NotFoundError, ResourceFailedError
 from dogclf.plan import Action, Plan
@@ -118,8 +121,8 @@ def framework_hyperparameters(
         "sagemaker_container_log_level": 20,
         "sagemaker_job_name": job_name,
     }
-    if cfg.training.instance_count > 1:  # torchrun across the instances
-        params[TORCH_DISTRIBUTED] = True
+    if wants_torchrun(cfg.training.instance_type, cfg.training.instance_count):
+        params[TORCH_DISTRIBUTED] = True  # torchrun: one process per GPU on every host
     return encode_hyperparameters(params)
 
 
@@ -188,33 +191,35 @@ def training_request(
         "Tags": tag_list(cfg),
     }
     request["AlgorithmSpecification"]["TrainingImage"] = image
-    request["Tags"].append({"Key": REQUEST_TAG, "Value": request_digest(request)})
-    return request
+    return tag_digest(request)
 
 
-def request_digest(request: dict[str, Any]) -> str:
+def request_digest(request: dict[str, Any], name_key: str = "TrainingJobName") -> str:
     """The request without what differs between two runs of the same config (its name)."""
-    name = request.get("TrainingJobName", "")
+    name = request.get(name_key, "")
     text = json.dumps(
-        {k: v for k, v in request.items() if k not in ("TrainingJobName", "Tags")}, sort_keys=True
+        {k: v for k, v in request.items() if k not in (name_key, "Tags")}, sort_keys=True
     )
     return hashlib.sha256(text.replace(name, "<job>").encode()).hexdigest()[:16]
 
 
-def find_running_twin(ctx: AwsContext, cfg: DogclfConfig, digest: str) -> str | None:
-    """An in-flight job of this project/stage started from the same request, if any."""
+def tag_digest(request: dict[str, Any], name_key: str = "TrainingJobName") -> dict[str, Any]:
+    """`request` with its digest tag added (what find_running_twin looks for)."""
+    request["Tags"].append({"Key": REQUEST_TAG, "Value": request_digest(request, name_key)})
+    return request
+
+
+def find_running_twin(
+    ctx: AwsContext, cfg: DogclfConfig, digest: str, kind: InFlightKind = TRAINING
+) -> str | None:
+    """An InProgress job (of `kind`) of this project/stage started from the same request."""
     sm = ctx.client("sagemaker")
-    paginator = sm.get_paginator("list_training_jobs")
-    with aws_errors("list running training jobs"):
-        for page in paginator.paginate(NameContains=cfg.names.base, StatusEquals="InProgress"):
-            for job in page["TrainingJobSummaries"]:
-                tags = call(
-                    "read training job tags", sm.list_tags, ResourceArn=job["TrainingJobArn"]
-                )
-                if any(
-                    t["Key"] == REQUEST_TAG and t["Value"] == digest for t in tags.get("Tags", [])
-                ):
-                    return str(job["TrainingJobName"])
+    for job in in_flight(ctx, cfg, kind):
+        if job[kind.status_key] != "InProgress":
+            continue
+        tags = call("read job tags", sm.list_tags, ResourceArn=job[kind.arn_key])
+        if any(t["Key"] == REQUEST_TAG and t["Value"] == digest for t in tags.get("Tags", [])):
+            return str(job[kind.name_key])
     return None
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dogclf.aws.session import AwsContext, call, tag_list
+from dogclf.aws.artifacts import parse_s3_uri
+from dogclf.aws.session import AwsContext, aws_errors, call, get_or_none, tag_list
 from dogclf.aws.training_jobs import (
     JobKind,
     describe_training_job,
@@ -21,12 +22,17 @@ from dogclf.aws.training_jobs import (
     job_shape,
     program_hyperparameters,
     sagemaker_describe,
+    tag_digest,
     wait_job,
 )
 from dogclf.errors import ConfigError, ResourceFailedError
 
 if TYPE_CHECKING:
     from dogclf.config import DogclfConfig
+
+
+_OBJECTIVE = "FinalHyperParameterTuningJobObjectiveMetric"
+NAME_KEY = "HyperParameterTuningJobName"
 
 
 def tuning_stamp() -> str:
@@ -122,12 +128,13 @@ def tuning_request(
     }
     definition["RoleArn"] = role
     definition["AlgorithmSpecification"]["TrainingImage"] = image
-    return {
-        "HyperParameterTuningJobName": name,
+    request = {
+        NAME_KEY: name,
         "HyperParameterTuningJobConfig": tuning_config(cfg),
         "TrainingJobDefinition": definition,
         "Tags": tag_list(cfg),
     }
+    return tag_digest(request, NAME_KEY)
 
 
 def create_tuning_job(ctx: AwsContext, request: dict[str, Any]) -> str:
@@ -196,6 +203,9 @@ class BestJob:
     objective: dict[str, Any]
     model_data: str
     description: dict[str, Any]
+    # Better trials passed over: stopped (early stopping, Hyperband) before any model was
+    # written, so their model.tar.gz is missing and `latest` must not point at it.
+    without_model: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """Every field but the full description, `training_job` as `best_training_job`."""
@@ -204,6 +214,8 @@ class BestJob:
 
 
 def best_job(ctx: AwsContext, description: dict[str, Any]) -> BestJob:
+    """The best trial that left a model: SageMaker's BestTrainingJob, else (its model.tar.gz
+    is missing) the next best by the objective whose model exists."""
     name = description["HyperParameterTuningJobName"]
     status = description["HyperParameterTuningJobStatus"]
     best = description.get("BestTrainingJob")
@@ -214,12 +226,52 @@ def best_job(ctx: AwsContext, description: dict[str, Any]) -> BestJob:
             "look at its training jobs: aws sagemaker list-training-jobs-for-hyper-parameter-"
             f"tuning-job --hyper-parameter-tuning-job-name {name}",
         )
-    job = describe_training_job(ctx, best["TrainingJobName"])
-    return BestJob(
-        tuning_job=name,
-        training_job=best["TrainingJobName"],
-        hyperparameters={k: unquote(v) for k, v in best.get("TunedHyperParameters", {}).items()},
-        objective=dict(best.get("FinalHyperParameterTuningJobObjectiveMetric", {})),
-        model_data=job["ModelArtifacts"]["S3ModelArtifacts"],
-        description=job,
+    without_model: list[str] = []
+    for trial in [best, *ranked_trials(ctx, description)]:
+        if trial["TrainingJobName"] in without_model:
+            continue
+        job = describe_training_job(ctx, trial["TrainingJobName"])
+        model_data = job.get("ModelArtifacts", {}).get("S3ModelArtifacts", "")
+        if model_data and _exists(ctx, model_data):
+            return BestJob(
+                tuning_job=name,
+                training_job=trial["TrainingJobName"],
+                hyperparameters={
+                    k: unquote(v) for k, v in trial.get("TunedHyperParameters", {}).items()
+                },
+                objective=dict(trial.get("FinalHyperParameterTuningJobObjectiveMetric", {})),
+                model_data=model_data,
+                description=job,
+                without_model=without_model,
+            )
+        without_model.append(trial["TrainingJobName"])
+    raise ResourceFailedError(
+        f"tuning job {name}: no training job left a model.tar.gz (checked "
+        f"{', '.join(without_model)}); the latest model pointer is unchanged",
+        "its jobs were stopped before writing a model: run `dogclf train-sagemaker` with the "
+        "best hyperparameters, or tune again with more epochs",
     )
+
+
+def ranked_trials(ctx: AwsContext, description: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tuning job's trials that reported the objective, best first."""
+    objective = description["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]
+    order = "Ascending" if objective.get("Type") == "Minimize" else "Descending"
+    pages = ctx.client("sagemaker").get_paginator(
+        "list_training_jobs_for_hyper_parameter_tuning_job"
+    )
+    trials: list[dict[str, Any]] = []
+    with aws_errors(f"list the training jobs of {description['HyperParameterTuningJobName']}"):
+        for page in pages.paginate(
+            HyperParameterTuningJobName=description["HyperParameterTuningJobName"],
+            SortBy="FinalObjectiveMetricValue",
+            SortOrder=order,
+        ):
+            trials += [t for t in page["TrainingJobSummaries"] if _OBJECTIVE in t]
+    return trials
+
+
+def _exists(ctx: AwsContext, uri: str) -> bool:
+    bucket, key = parse_s3_uri(uri)
+    head = ctx.client("s3").head_object
+    return get_or_none(f"check {uri}", head, Bucket=bucket, Key=key) is not None

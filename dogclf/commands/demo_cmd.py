@@ -30,6 +30,24 @@ def demo(
         40, "--images-per-class", min=6, max=500, help="Images per breed (70/15/15 split)."
     ),
     epochs: int = typer.Option(6, "--epochs", min=1, max=100, help="Training epochs."),
+    faults: float = typer.Option(
+        0.0,
+        "--faults",
+        min=0.0,
+        max=0.3,
+        metavar="RATE",
+        help="Rehearse against a flaky AWS: this share of requests is throttled or fails "
+        "(500/503), half as many lose their answer after taking effect, and a new role "
+        "takes 2 s to be assumable. Reproducible (seeded). E.g. 0.05.",
+    ),
+    lambda_limit: int | None = typer.Option(
+        None,
+        "--lambda-concurrency-limit",
+        min=1,
+        metavar="N",
+        help="The emulated account's Lambda concurrency limit (default 1000). 10, a new "
+        "account's, shows lambda-deploy refusing the demo's reserve in its plan.",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Upload -> train -> deploy -> scale -> lambda-deploy -> predict -> status -> teardown,
@@ -42,7 +60,16 @@ def demo(
         require_extra(module, extra, "demo")
     from dogclf.local.demo import Demo, DemoOptions, isolated_environ
 
-    opts = DemoOptions(workdir, data, keep, classes, images_per_class, epochs)
+    opts = DemoOptions(
+        workdir,
+        data,
+        keep,
+        classes,
+        images_per_class,
+        epochs,
+        faults=faults,
+        lambda_concurrency_limit=lambda_limit,
+    )
     group = ctx.find_root().command  # each step runs a real command through this group
     assert isinstance(group, TyperGroup)
     run = command_runner(group)
@@ -107,6 +134,14 @@ def _print_summary(result: Any) -> None:
         render.out.print(f"AWS's own code: {step} ran {code}", highlight=False)
     if result.left_after_teardown == []:
         render.out.print("teardown: nothing left in the emulated account")
+    if result.faults is not None:
+        render.out.print(fault_line(result.faults), highlight=False)
+
+
+def fault_line(counts: dict[str, int]) -> str:
+    """`faults injected: 31 (throttle 9, 500 8, ...)`; dogclf retried every one."""
+    kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items()))
+    return f"faults injected: {sum(counts.values())}" + (f" ({kinds})" if kinds else "")
 
 
 def _hold(runner: Any, env: dict[str, str]) -> None:

@@ -50,7 +50,14 @@ def deploy(
     }
     if show_plan(plan, dry_run=dry_run, as_json=as_json, **summary):
         return
-    apply_plan(plan)
+    from dogclf.commands.in_flight import waiting_on
+
+    with waiting_on(
+        f"Endpoint {spec.endpoint}",
+        "keeps deploying (and bills per instance-hour once up)",
+        "`dogclf status` shows it, `dogclf teardown` removes it",
+    ):
+        apply_plan(plan)
     endpoint = describe_endpoint(aws, spec.endpoint) or {}
     summary["status"] = endpoint.get("EndpointStatus", "unknown")
     if as_json:

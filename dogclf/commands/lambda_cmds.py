@@ -31,7 +31,14 @@ def lambda_deploy(
         render.warn(warning)
     if show_plan(plan, dry_run=dry_run, as_json=as_json):
         return
-    apply_plan(plan)
+    from dogclf.commands.in_flight import waiting_on
+
+    with waiting_on(
+        f"Lambda {cfg.names.lambda_function}",
+        "is left part-deployed (provisioned concurrency bills once allocated)",
+        "rerun `dogclf lambda-deploy` to finish it, or `dogclf teardown` to remove it",
+    ):
+        apply_plan(plan)
     deployed = lambda_fn.describe(aws, cfg)
     if as_json:
         render.print_json({"dry_run": False, "plan": plan.as_dict(), "function": deployed})

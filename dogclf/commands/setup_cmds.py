@@ -35,11 +35,19 @@ config_app = typer.Typer(help="Check and show the configuration in effect.", no_
 
 @config_app.command("validate")
 def validate(ctx: typer.Context) -> None:
-    """Validate dogclf.toml plus DOGCLF_* overrides; exit 1 naming each bad field."""
+    """Validate dogclf.toml plus DOGCLF_* overrides; exit 1 naming each bad field.
+
+    Valid but unwise choices (a PyTorch image AWS no longer patches) are warnings on stderr.
+    """
+    import datetime as dt
+
     from dogclf import render
+    from dogclf.aws.images import support_warnings
     from dogclf.commands.context import state
 
     cfg = state(ctx).config()
+    for line in support_warnings(cfg, dt.datetime.now(dt.UTC).date()):
+        render.warn(line)
     render.success(f"config is valid (project {cfg.project}, stage {cfg.stage})")
 
 

@@ -69,7 +69,8 @@ def teardown(
     data: bool = typer.Option(
         False,
         "--data",
-        help="Also delete everything under the stage's S3 prefix (data, code, models).",
+        help="Also delete everything under the stage's S3 prefix (data, code, models; "
+        "every version in a versioned bucket). Checkpoints and logs go without it.",
     ),
     yes: bool = YES_OPTION,
     dry_run: bool = DRY_RUN_OPTION,

@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from dogclf.commands.in_flight import waiting_on_job
 from dogclf.commands.options import DRY_RUN_OPTION, JSON_OPTION, POLL_INTERVAL_OPTION
 
 TUNE_HELP = "A hyperparameter tuning job over the [hpo] ranges."
@@ -79,7 +80,6 @@ def _train(cfg: Any, *, wait: bool, poll: float, dry_run: bool, as_json: bool) -
     )
     digest = next(t["Value"] for t in request["Tags"] if t["Key"] == tj.REQUEST_TAG)
     twin = tj.find_running_twin(aws, cfg, digest)
-    t = cfg.training
     if twin:
         name = twin
         plan.add(
@@ -89,9 +89,7 @@ def _train(cfg: Any, *, wait: bool, poll: float, dry_run: bool, as_json: bool) -
             "already running from this same request: following it",
         )
     else:
-        shape = f"{t.instance_count} x {t.instance_type}"
-        shape += ", managed spot" if t.spot else ""
-        shape += ", torch distributed" if t.instance_count > 1 else ""
+        shape = _job_shape_text(cfg, request["HyperParameters"])
         plan.add(
             Action.CREATE,
             "training job",
@@ -103,7 +101,8 @@ def _train(cfg: Any, *, wait: bool, poll: float, dry_run: bool, as_json: bool) -
         plan, request, name, "training job", dry_run=dry_run, as_json=as_json, wait=wait
     ):
         return
-    description, tail = _follow_training_job(aws, name, poll)
+    with waiting_on_job("training job", name):
+        description, tail = _follow_training_job(aws, name, poll)
     tj.raise_if_failed(description, tail)
     latest = tj.record_latest(aws, cfg, description, f"train-sagemaker:{name}")
     result = {
@@ -121,6 +120,21 @@ def _train(cfg: Any, *, wait: bool, poll: float, dry_run: bool, as_json: bool) -
     for metric, value in sorted(latest.metrics.items()):
         render.out.print(f"  {metric} = {value:.4f}", highlight=False)
     render.note("latest model pointer updated: `dogclf deploy` serves this model")
+
+
+def _job_shape_text(cfg: Any, hyperparameters: dict[str, str]) -> str:
+    """ "1 x ml.g5.12xlarge, torchrun (4 GPUs)": what the plan says the job runs on."""
+    from dogclf.aws.instance_gpus import gpu_count
+    from dogclf.model.hyperparameters import TORCH_DISTRIBUTED
+
+    t = cfg.training
+    shape = f"{t.instance_count} x {t.instance_type}"
+    shape += ", managed spot" if t.spot else ""
+    if TORCH_DISTRIBUTED in hyperparameters:
+        gpus = gpu_count(t.instance_type)
+        per_host = "a process per GPU" if gpus is None else f"{max(gpus, 1)} process(es) each"
+        shape += f", torchrun ({per_host})"
+    return shape
 
 
 def _follow_training_job(aws: Any, name: str, poll: float) -> tuple[dict[str, Any], list[str]]:
@@ -183,30 +197,25 @@ def _tune(cfg: Any, *, wait: bool, poll: float, dry_run: bool, as_json: bool) ->
     from dogclf import render
     from dogclf.aws import training_jobs as tj
     from dogclf.aws import tuning_jobs as hpo
-    from dogclf.plan import Action
 
     aws, plan, role, image, source_uri = _prepare(cfg, "train-sagemaker --tune")
     name = cfg.names.tuning_job(hpo.tuning_stamp())
     request = hpo.tuning_request(
         cfg, name=name, image=image, source_uri=source_uri, role=role, region=aws.region
     )
-    h = cfg.hpo
-    plan.add(
-        Action.CREATE,
-        "tuning job",
-        name,
-        f"{h.strategy}, {h.max_jobs} jobs ({h.max_parallel_jobs} at a time), "
-        f"{h.objective_type.lower()} {h.objective}; {cfg.training.instance_count} x "
-        f"{cfg.training.instance_type} each",
-        lambda: hpo.create_tuning_job(aws, request),
-    )
+    name = _plan_tuning_job(plan, aws, cfg, request)
     if not _submitted(
         plan, request, name, "tuning job", dry_run=dry_run, as_json=as_json, wait=wait
     ):
         return
-    with _job_status(f"tuning job {name}") as on_status:
+    with waiting_on_job("tuning job", name), _job_status(f"tuning job {name}") as on_status:
         description = hpo.wait_tuning_job(aws, name, poll_interval=poll, on_status=on_status)
     best = hpo.best_job(aws, description)
+    if best.without_model:
+        render.warn(
+            f"{', '.join(best.without_model)} scored better but left no model.tar.gz "
+            f"(stopped before writing one): using {best.training_job}"
+        )
     tj.record_latest(aws, cfg, best.description, f"train-sagemaker --tune:{best.training_job}")
     if as_json:
         render.print_json(
@@ -227,6 +236,34 @@ def _tune(cfg: Any, *, wait: bool, poll: float, dry_run: bool, as_json: bool) ->
     render.out.print(table)
     render.out.print(f"model: {best.model_data}", highlight=False)
     render.note("latest model pointer updated to the best job's model")
+
+
+def _plan_tuning_job(plan: Any, aws: Any, cfg: Any, request: dict[str, Any]) -> str:
+    """The tuning job's step: create it, or follow the twin started from the same request
+    (a re-run after Ctrl-C must not start max_jobs more trials); returns the job's name."""
+    from dogclf.aws import training_jobs as tj
+    from dogclf.aws import tuning_jobs as hpo
+    from dogclf.aws.jobs_in_flight import TUNING
+    from dogclf.plan import Action
+
+    digest = next(t["Value"] for t in request["Tags"] if t["Key"] == tj.REQUEST_TAG)
+    twin = tj.find_running_twin(aws, cfg, digest, TUNING)
+    if twin:
+        plan.add(
+            Action.NOOP, "tuning job", twin, "already running from this same request: following it"
+        )
+        return twin
+    h = cfg.hpo
+    plan.add(
+        Action.CREATE,
+        "tuning job",
+        request[hpo.NAME_KEY],
+        f"{h.strategy}, {h.max_jobs} jobs ({h.max_parallel_jobs} at a time), "
+        f"{h.objective_type.lower()} {h.objective}; "
+        f"{_job_shape_text(cfg, request['TrainingJobDefinition']['StaticHyperParameters'])} each",
+        lambda: hpo.create_tuning_job(aws, request),
+    )
+    return str(request[hpo.NAME_KEY])
 
 
 def _train_local(

@@ -38,6 +38,11 @@ class DemoOptions:
     per_class: int = 40
     epochs: int = 6
     image_size: int = 64
+    faults: float = 0.0  # share of AWS requests that fail (moto_ext/faults.py); 0 = none
+    fault_seed: int = 1
+    # The emulated account's Lambda concurrency limit; a new account's is often 10, where
+    # the demo's reserve cannot fit and lambda-deploy refuses in its plan.
+    lambda_concurrency_limit: int | None = None
 
 
 @dataclass
@@ -68,6 +73,9 @@ class DemoResult:
     left_after_teardown: list[str] | None = None
     env: dict[str, str] = field(default_factory=dict)
     aws_code: dict[str, str] = field(default_factory=dict)  # step -> AWS's own code it ran
+    top1: dict[str, list[str]] = field(default_factory=dict)  # per predict path, per image
+    made: dict[str, list[str]] | None = None  # the account before teardown, kind -> names
+    faults: dict[str, int] | None = None  # faults injected, by kind (with --faults)
 
     @property
     def ok(self) -> bool:
@@ -88,6 +96,9 @@ class DemoResult:
             "paths_agree": self.paths_agree,
             "left_after_teardown": self.left_after_teardown,
             "aws_code": self.aws_code,
+            "top1": self.top1,
+            "made": self.made,
+            "faults": self.faults,
             "env": self.env,
         }
 
@@ -144,35 +155,60 @@ def runs_handler_service(image: str) -> bool:
 ABSENT = {"missing", "not configured"}
 
 
-def account_leftovers() -> list[str]:
-    """Everything in the emulated account that costs money or grants access, listed service
-    by service with plain boto3: a check of teardown that does not trust dogclf's own view.
-    (Training jobs stay, as on AWS: they are records, not running resources.)"""
-    import boto3
+def account_inventory() -> dict[str, list[str]]:
+    """What the emulated account holds, kind -> sorted names, listed service by service with
+    dogclf's clients (they retry, as the rest of the demo): a check that does not trust
+    dogclf's own view. Lambda versions and aliases show duplicates a retried create made."""
+    from dogclf.aws.session import AwsContext
 
-    sm = boto3.client("sagemaker")
-    aas = boto3.client("application-autoscaling")
-    found = [f"s3 bucket {b['Name']}" for b in boto3.client("s3").list_buckets()["Buckets"]]
-    found += [f"endpoint {e['EndpointName']}" for e in sm.list_endpoints()["Endpoints"]]
-    found += [
-        f"endpoint config {c['EndpointConfigName']}"
-        for c in sm.list_endpoint_configs()["EndpointConfigs"]
+    ctx = AwsContext(region=REGION)
+    sm, lam = ctx.client("sagemaker"), ctx.client("lambda")
+    aas, iam = ctx.client("application-autoscaling"), ctx.client("iam")
+    functions = [f["FunctionName"] for f in lam.list_functions()["Functions"]]
+    found = {
+        "s3 bucket": [b["Name"] for b in ctx.client("s3").list_buckets()["Buckets"]],
+        "endpoint": [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]],
+        "endpoint config": [
+            c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]
+        ],
+        "sagemaker model": [m["ModelName"] for m in sm.list_models()["Models"]],
+        "scalable target": [
+            t["ResourceId"]
+            for t in aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+        ],
+        "scaling policy": [
+            p["PolicyName"]
+            for p in aas.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
+        ],
+        "lambda function": functions,
+        "lambda version": [
+            f"{v['FunctionName']}:{v['Version']}"
+            for name in functions
+            for v in lam.list_versions_by_function(FunctionName=name)["Versions"]
+        ],
+        "lambda alias": [
+            f"{name}:{a['Name']}"
+            for name in functions
+            for a in lam.list_aliases(FunctionName=name)["Aliases"]
+        ],
+        "iam role": [r["RoleName"] for r in iam.list_roles()["Roles"]],
+    }
+    return {kind: sorted(names) for kind, names in found.items()}
+
+
+# Kinds that go with their function, or are records rather than running resources.
+NOT_LEFTOVERS = {"lambda version", "lambda alias"}
+
+
+def account_leftovers() -> list[str]:
+    """Everything in the emulated account that costs money or grants access. (Training jobs
+    stay, as on AWS: they are records, not running resources.)"""
+    return [
+        f"{kind} {name}"
+        for kind, names in account_inventory().items()
+        if kind not in NOT_LEFTOVERS
+        for name in names
     ]
-    found += [f"sagemaker model {m['ModelName']}" for m in sm.list_models()["Models"]]
-    found += [
-        f"scalable target {t['ResourceId']}"
-        for t in aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
-    ]
-    found += [
-        f"scaling policy {p['PolicyName']}"
-        for p in aas.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
-    ]
-    found += [
-        f"lambda function {f['FunctionName']}"
-        for f in boto3.client("lambda").list_functions()["Functions"]
-    ]
-    found += [f"iam role {r['RoleName']}" for r in boto3.client("iam").list_roles()["Roles"]]
-    return found
 
 
 MARKER = ".dogclf-demo"
@@ -193,10 +229,12 @@ def claim_workdir(workdir: Path) -> None:
 
 def isolated_environ() -> contextlib.AbstractContextManager[None]:
     """No AWS_* / DOGCLF_* variable of the caller's (profile, region, endpoints, dogclf
-    overrides) for a block, but DOGCLF_DEBUG: nothing of theirs can leak into the demo."""
+    overrides) for a block, but DOGCLF_DEBUG and where checked requests are counted:
+    nothing of theirs can leak into the demo."""
+    from dogclf.aws.request_check import LOG_ENV
     from dogclf.local.emulator import patched_environ
 
-    keep = {k: v for k, v in os.environ.items() if k == "DOGCLF_DEBUG"}
+    keep = {k: v for k, v in os.environ.items() if k in ("DOGCLF_DEBUG", LOG_ENV)}
     return patched_environ(keep, scrub=("AWS_", "DOGCLF_"))
 
 
@@ -282,9 +320,25 @@ class Demo:
     def start_emulator(self) -> str:
         from dogclf.local import moto_ext
         from dogclf.local.emulator import start_emulator
+        from dogclf.local.moto_ext.lambda_concurrency import set_lambda_concurrency_limit
 
         self.emulator = start_emulator()
         moto_ext.enable_training_runtime(self.emulator.url, str(self.workdir / "jobs"))
+        if self.opts.lambda_concurrency_limit is not None:
+            set_lambda_concurrency_limit(
+                self.emulator.url, self.opts.lambda_concurrency_limit, region=REGION
+            )
+        flaky = ""
+        if self.opts.faults:
+            # Lost answers at half the rate; a new role takes 2 s to propagate.
+            self.emulator.set_faults(
+                self.opts.faults,
+                after_rate=self.opts.faults / 2,
+                role_delay_s=2.0,
+                seed=self.opts.fault_seed,
+                kinds=("throttle", "500", "503"),
+            )
+            flaky = f"; {self.opts.faults:.0%} of requests fail (throttling, 500, 503, lost)"
         self.config.write_text(demo_config(self.opts), encoding="utf-8")
         self.result.env = {
             **self.emulator.env(),
@@ -293,7 +347,7 @@ class Demo:
             "DOGCLF_CONFIG": str(self.config),
         }
         os.environ.update(self.result.env)
-        return f"moto {moto_ext.MOTO_VERSION} at {self.emulator.url}; config {self.config}"
+        return f"moto {moto_ext.MOTO_VERSION} at {self.emulator.url}; config {self.config}{flaky}"
 
     def upload(self) -> str:
         out = self.command("upload", str(self.data))
@@ -321,13 +375,11 @@ class Demo:
 
     def serve(self) -> str:
         """Start what the endpoint's image runs, with the model's own environment."""
-        import boto3
-
+        from dogclf.aws.session import AwsContext
         from dogclf.local import moto_ext
 
-        container = boto3.client("sagemaker").describe_model(ModelName=self.model_name)[
-            "PrimaryContainer"
-        ]
+        sm = AwsContext(region=REGION).client("sagemaker")
+        container = sm.describe_model(ModelName=self.model_name)["PrimaryContainer"]
         if runs_handler_service(container["Image"]):
             answered_by = self._serve_handler_service(container)
             self.result.aws_code["endpoint"] = answered_by
@@ -343,16 +395,15 @@ class Demo:
     def _serve_handler_service(self, container: Mapping[str, Any]) -> str:
         """The PyTorch inference image: AWS's handler service over the model.tar.gz that
         CreateModel named, in the container's Environment (SAGEMAKER_PROGRAM, limits)."""
-        import boto3
-
         from dogclf.aws.artifacts import parse_s3_uri
+        from dogclf.aws.session import AwsContext
         from dogclf.local.serve_process import start_pytorch_inference
 
         endpoint = self.workdir / "endpoint"
         endpoint.mkdir(exist_ok=True)
         bucket, key = parse_s3_uri(container["ModelDataUrl"])
         tar = endpoint / "model.tar.gz"
-        boto3.client("s3").download_file(bucket, key, str(tar))
+        AwsContext(region=REGION).client("s3").download_file(bucket, key, str(tar))
         self.server = start_pytorch_inference(
             tar,
             endpoint,
@@ -402,6 +453,7 @@ class Demo:
         acc, labels = accuracy(out)
         self.result.accuracy[via] = round(acc, 4)
         self._labels[via] = labels
+        self.result.top1[via] = labels
         if via == "lambda":
             self.result.aws_code["predict --via lambda"] = (
                 f"the Lambda runtime interface client ({_pinned('awslambdaric')})"
@@ -424,6 +476,7 @@ class Demo:
         if self.server is not None:
             self.server.stop()
             self.server = None
+        self.result.made = account_inventory()
         out = self.command("teardown", "--yes", "--data") or {}
         after = self.command("status")
         left = [f"{r['kind']} {r['name']}" for r in after["resources"] if r["state"] not in ABSENT]
@@ -477,6 +530,8 @@ class Demo:
         except DogclfError:
             pass  # recorded in the step's report; the caller names it
         finally:
+            if self.emulator is not None and self.opts.faults:
+                self.result.faults = self.emulator.fault_counts()
             if not (self.opts.keep and self.result.ok):
                 self.close()
         return self.result

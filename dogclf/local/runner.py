@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 TAIL_LINES = 15
 # StoppingCondition.MaxRuntimeInSeconds when a request has none: SageMaker's default, 1 day.
 DEFAULT_MAX_RUN = 86400
+# StopTrainingJob: SIGTERM, then SageMaker ends the job 120 s later (API_StopTrainingJob).
+STOP_GRACE = 120.0
 
 
 class JobFailedError(ResourceFailedError):
@@ -69,6 +71,7 @@ class LocalJobResult:
     metrics: dict[str, Any]
     log_path: Path
     exit_code: int
+    stopped: bool = False  # by request_stop (StopTrainingJob): the model dir as it was left
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,51 @@ class JobSpec:
     # sourcedir.tar.gz unpacked into each host's code/ before the launcher starts; None: the
     # launcher fetches sagemaker_submit_directory itself (a local tarball, `--local`).
     code_archive: Path | None = None
+
+
+@dataclass
+class _Running:
+    """One running job's host processes, for request_stop."""
+
+    procs: dict[str, subprocess.Popen[str]]
+    stop_deadline: float | None = None  # set by request_stop
+    signalled: set[int] = field(default_factory=set)
+
+    def deliver_stop(self) -> None:
+        """SIGTERM, once, to each host's processes that have not had it (workers torchrun
+        starts later get theirs on the next tick)."""
+        if self.stop_deadline is None:
+            return
+        for proc in self.procs.values():
+            for pid in _stop_targets(proc.pid):
+                if pid not in self.signalled:
+                    self.signalled.add(pid)
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGTERM)
+
+    def deadline(self, max_run_deadline: float) -> float:
+        """When to kill the hosts: the max run time, or the end of a stop's grace period."""
+        if self.stop_deadline is None:
+            return max_run_deadline
+        return min(max_run_deadline, self.stop_deadline)
+
+
+_RUNNING: dict[str, _Running] = {}
+_RUNNING_LOCK = threading.Lock()
+
+
+def request_stop(job_name: str) -> bool:
+    """StopTrainingJob for a job run here: SIGTERM to the program on every host (see
+    _stop_targets), SIGKILL STOP_GRACE s later if it still runs. False when no job of that
+    name runs in this process."""
+    with _RUNNING_LOCK:
+        running = _RUNNING.get(job_name)
+        if running is None:
+            return False
+        if running.stop_deadline is None:
+            running.stop_deadline = time.monotonic() + STOP_GRACE
+        running.deliver_stop()
+    return True
 
 
 def run_local_job(
@@ -180,22 +228,31 @@ def run_job(
             if on_log is not None:
                 on_log(text)
 
+        running = _Running(procs)
+        with _RUNNING_LOCK:
+            _RUNNING[spec.job_name] = running
         try:
             lines = _start_hosts(net, spec.job_name, layouts, procs)
-            timed_out = not _follow(procs, lines, time.monotonic() + spec.max_run, log_line)
+            deadline = time.monotonic() + spec.max_run
+            timed_out = not _follow(running, lines, deadline, log_line)
         finally:
+            with _RUNNING_LOCK:
+                _RUNNING.pop(spec.job_name, None)
             _stop(procs)
     for layout in layouts:  # the platform uploads each host's checkpoints/
         _copy_tree(layout.checkpoints, store)
     codes = {host: proc.wait() for host, proc in procs.items()}
     failed = {host: code for host, code in codes.items() if code != 0}
-    if timed_out or failed:
+    stopped = running.stop_deadline is not None
+    # A stopped job is Stopped whatever its exit codes, and keeps what its model dir holds.
+    if not stopped and (timed_out or failed):
         _raise_job_failed(spec, dict(zip(hosts, layouts, strict=True)), failed, timed_out, tail)
     model_dir = merge_model_dirs(layouts, job_dir / "model")
     model_tar = pack_model_dir(model_dir, job_dir / "output" / "model.tar.gz")
     metrics_file = model_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else {}
-    return LocalJobResult(job_dir, model_dir, model_tar, metrics, log_path, exit_code=0)
+    code = max(codes.values(), key=abs, default=0)
+    return LocalJobResult(job_dir, model_dir, model_tar, metrics, log_path, code, stopped)
 
 
 def _copy_tree(source: Path, target: Path) -> None:
@@ -240,20 +297,24 @@ def _start_hosts(
 
 
 def _follow(
-    procs: dict[str, subprocess.Popen[str]],
-    lines: Lines,
-    deadline: float,
-    log_line: Callable[[str], None],
+    running: _Running, lines: Lines, deadline: float, log_line: Callable[[str], None]
 ) -> bool:
-    """Hand on every host's lines until all outputs end; False when `deadline` passed first.
-    One host failing stops the others (they would wait for it in a collective)."""
-    open_streams = len(procs)
+    """Hand on every host's lines until all outputs end; False when the deadline (max run
+    time, or a stop's grace period) passed first. One host failing stops the others (they
+    would wait for it in a collective)."""
+    procs = running.procs
+    open_streams, next_tick = len(procs), 0.0
     while open_streams:
+        now = time.monotonic()
+        if now >= next_tick:  # once a second, however chatty the hosts are
+            next_tick = now + 1.0
+            with _RUNNING_LOCK:
+                running.deliver_stop()
+            if now > running.deadline(deadline):
+                return False
         try:
             host, line = lines.get(timeout=1.0)
         except queue.Empty:
-            if time.monotonic() > deadline:
-                return False
             if _any_failed(procs):
                 _stop(procs)
             continue
@@ -315,3 +376,35 @@ def _stop(procs: dict[str, subprocess.Popen[str]]) -> None:
 def _signal_group(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone
         os.killpg(proc.pid, sig)
+
+
+def _stop_targets(leader: int) -> list[int]:
+    """Whom StopTrainingJob's SIGTERM reaches on a host: the launcher's own children, the
+    program (or torchrun's agent, which hands it on to its workers), as SageMaker's stop
+    reaches them, while the launcher lives on to pass on the program's last lines and exit
+    code. Not the rest of the group: the program's DataLoader workers die on SIGTERM and
+    take the run down before it can save, and nothing on AWS signals them. Before the
+    launcher has started the program, the launcher itself: the job ends unstarted."""
+    children = _children(leader)
+    return children or ([leader] if leader in _group_members(leader) else [])
+
+
+def _children(pid: int) -> list[int]:
+    """The direct children of `pid`, started from any of its threads (Linux /proc)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):  # the thread or the process is gone
+            children += [int(child) for child in (task / "children").read_text().split()]
+    return children
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The live processes of process group `pgid` (Linux /proc)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if os.getpgid(int(entry.name)) == pgid:
+                members.append(int(entry.name))
+    return members

@@ -43,6 +43,17 @@ def unwrap(model: nn.Module) -> nn.Module:
         model = inner
 
 
+@contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path`, renamed over it once the block wrote it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_model_dir(
     model_dir: Path,
     *,
@@ -63,20 +74,23 @@ def write_model_dir(
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     state_dict = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
-    torch.save(
-        {
-            "format_version": MODEL_FORMAT_VERSION,
-            "arch": arch,
-            "num_classes": num_classes,
-            "image_size": image_size,
-            "state_dict": state_dict,
-        },
-        model_dir / "model.pt",
-    )
-    (model_dir / "labels.json").write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
-    (model_dir / "metrics.json").write_text(
-        json.dumps(metrics, indent=2, default=str) + "\n", encoding="utf-8"
-    )
+    # Each file written beside itself and renamed: training rewrites the dir after every
+    # better epoch, and a job killed mid-write must still leave a whole model behind.
+    with _replacing(model_dir / "model.pt") as tmp:
+        torch.save(
+            {
+                "format_version": MODEL_FORMAT_VERSION,
+                "arch": arch,
+                "num_classes": num_classes,
+                "image_size": image_size,
+                "state_dict": state_dict,
+            },
+            tmp,
+        )
+    with _replacing(model_dir / "labels.json") as tmp:
+        tmp.write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
+    with _replacing(model_dir / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2, default=str) + "\n", encoding="utf-8")
     code = model_dir / "code"
     code.mkdir(exist_ok=True)
     for name in CODE_FILES:

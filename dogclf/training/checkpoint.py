@@ -23,7 +23,27 @@ from torch import nn
 from dogclf.errors import DogclfError
 
 CHECKPOINT_FILE = "checkpoint.pt"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: `hyperparameters`, checked on resume
+
+# The options (argparse dests) that fix every step's arithmetic: a checkpoint written with
+# other values is another run's (another tuning trial's), never resumed. Left out on
+# purpose: `epochs` (raising it continues a run; the LR schedule is closed-form in
+# train.make_scheduler), `patience` (when to stop, not what a step does), and how the
+# host computes (device, amp, num_workers, compile): a restart may come on other hardware.
+RESUME_MUST_MATCH = (
+    "arch",
+    "pretrained",
+    "freeze_backbone",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "momentum",
+    "weight_decay",
+    "label_smoothing",
+    "lr_scheduler",
+    "image_size",
+    "seed",
+)
 
 
 @dataclass
@@ -33,7 +53,7 @@ class Resumable:
     model: nn.Module  # the network whose state_dict is saved (not its DDP or frozen wrapper)
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler | None  # fp16 on GPU only
+    scaler: torch.amp.GradScaler | None  # fp16 autocast only (GPUs without native bf16)
 
 
 @dataclass
@@ -93,13 +113,23 @@ def save(
         "history": progress.history,
         "stale_epochs": progress.stale_epochs,
         "stopped_early": progress.stopped_early,
+        "hyperparameters": resume_hyperparameters(args),  # restore() compares them
         "args": {k: str(v) for k, v in args.items()},  # for a human reading the file
     }
     return save_checkpoint(checkpoint_dir, state)
 
 
+def resume_hyperparameters(args: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: args.get(name) for name in RESUME_MUST_MATCH}
+
+
 def restore(
-    checkpoint_dir: Path, parts: Resumable, *, arch: str, labels: list[str]
+    checkpoint_dir: Path,
+    parts: Resumable,
+    *,
+    arch: str,
+    labels: list[str],
+    args: Mapping[str, Any],
 ) -> Progress | None:
     """Load the checkpoint in `checkpoint_dir` into `parts`; None when there is none.
 
@@ -109,6 +139,7 @@ def restore(
     if state is None:
         return None
     check_compatible(state, arch=arch, labels=labels)
+    check_same_hyperparameters(state, args, checkpoint_dir / CHECKPOINT_FILE)
     parts.model.load_state_dict(state["model"])
     parts.optimizer.load_state_dict(state["optimizer"])
     parts.scheduler.load_state_dict(state["scheduler"])
@@ -162,4 +193,28 @@ def check_compatible(state: dict[str, Any], *, arch: str, labels: list[str]) -> 
             f"({state.get('arch')}, {len(state.get('labels') or [])} classes; "
             f"this run: {arch}, {len(labels)} classes)",
             "use a fresh --checkpoint-dir, or delete the old checkpoint.pt",
+        )
+
+
+def check_same_hyperparameters(state: dict[str, Any], args: Mapping[str, Any], path: Path) -> None:
+    """Refuse a checkpoint another run wrote with other settings.
+
+    A spot restart of a job runs with exactly its hyperparameters, so any difference means
+    the file is another run's (another trial's): resuming it would silently continue that
+    run under this one's name. Failing is the only answer that can never mix two runs;
+    starting afresh would also overwrite the other run's checkpoint.
+    """
+    saved: dict[str, Any] = state.get("hyperparameters") or {}
+    wanted = resume_hyperparameters(args)
+    differ = [name for name in RESUME_MUST_MATCH if saved.get(name) != wanted[name]]
+    if differ:
+        shown = ", ".join(
+            f"{name.replace('_', '-')} {saved.get(name)!r} there, {wanted[name]!r} here"
+            for name in differ
+        )
+        raise DogclfError(
+            f"the checkpoint {path} was written by a run with other hyperparameters ({shown}); "
+            "resuming it would mix two runs",
+            "use a fresh --checkpoint-dir (train-ec2: another --run-name), or delete that "
+            "checkpoint.pt to train from scratch",
         )

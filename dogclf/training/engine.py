@@ -27,6 +27,7 @@ class EpochStats:
     seconds: float = 0.0
     data_seconds: float = 0.0  # time this rank waited for the loader
     local_samples: int = 0  # seen by this rank
+    stopped: bool = False  # train_one_epoch left early: should_stop said so
 
     @property
     def images_per_s(self) -> float:
@@ -94,7 +95,62 @@ class StepConfig:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
 
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """Mixed precision for one run, as choose_precision decides it."""
+
+    amp_dtype: torch.dtype | None = None  # autocast over the whole step (GPU)
+    grad_scaler: bool = False  # fp16 gradients need loss scaling (torch.amp.GradScaler)
+    backbone_dtype: torch.dtype | None = None  # the frozen backbone alone (CPU bf16)
+    reason: str = ""  # why, for the run line
+
+    @property
+    def label(self) -> str:
+        if self.amp_dtype is not None:
+            name = str(self.amp_dtype).removeprefix("torch.")
+            return f"{name}-autocast" + ("+GradScaler" if self.grad_scaler else "")
+        if self.backbone_dtype is not None:
+            return f"{str(self.backbone_dtype).removeprefix('torch.')}-backbone"
+        return "fp32"
+
+
+NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere and later multiply bf16 in tensor cores
+
+
+def choose_precision(
+    device_type: str,
+    capability: tuple[int, int] | None,
+    *,
+    amp: bool,
+    freeze_backbone: bool,
+    cpu_native_bf16: bool,
+) -> PrecisionChoice:
+    """bf16 autocast on a GPU that has it natively (compute capability >= 8.0), fp16 with a
+    GradScaler on older ones, on a CPU bf16 for a frozen backbone only where the CPU has it.
+
+    Not torch.cuda.is_bf16_supported(): a T4 (sm_75, ml.g4dn) answers True through
+    emulation, and emulated bf16 convolutions leave cuDNN's fast kernels.
+    """
+    if not amp:
+        return PrecisionChoice(reason="--amp false")
+    if device_type == "cuda":
+        sm = f"sm_{capability[0]}{capability[1]}" if capability else "sm_?"
+        if capability is not None and capability >= NATIVE_BF16_CAPABILITY:
+            return PrecisionChoice(amp_dtype=torch.bfloat16, reason=f"cuda {sm}: native bf16")
+        return PrecisionChoice(
+            amp_dtype=torch.float16, grad_scaler=True, reason=f"cuda {sm}: bf16 is not native"
+        )
+    if device_type != "cpu":
+        return PrecisionChoice(reason=f"{device_type}: no mixed precision here")
+    if not freeze_backbone:
+        return PrecisionChoice(reason="cpu: mixed precision only for a frozen backbone")
+    if not cpu_native_bf16:
+        return PrecisionChoice(reason="cpu: bf16 is not native")
+    return PrecisionChoice(backbone_dtype=torch.bfloat16, reason="cpu: native bf16")
+
+
 BadHandler = Callable[[list[Any]], None]
+StopCheck = Callable[[int], bool]  # (batch index) -> stop now; the same answer on every rank
 
 
 def _unpack(batch: Any, on_bad: BadHandler | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,13 +173,19 @@ def train_one_epoch(
     log: Callable[[str], None] | None = None,
     log_every: int = 0,
     prefix: str = "",
+    should_stop: StopCheck | None = None,
 ) -> EpochStats:
+    """One pass over `loader`; `should_stop` is asked before every batch (a SIGTERM's flag)."""
     model.train()
     meter = Meter(step.device)
     started = time.perf_counter()
     data_seconds = 0.0
     waited_from = time.perf_counter()
+    stopped = False
     for i, batch in enumerate(loader):
+        if should_stop is not None and should_stop(i):
+            stopped = True
+            break
         images, targets = _unpack(batch, on_bad)
         data_seconds += time.perf_counter() - waited_from
         if targets.numel() == 0:  # every file of the batch was unreadable
@@ -150,7 +212,7 @@ def train_one_epoch(
         torch.cuda.synchronize(step.device)
     seconds = time.perf_counter() - started
     loss_mean, accuracy, samples = meter.result()
-    return EpochStats(loss_mean, accuracy, samples, seconds, data_seconds, meter.count)
+    return EpochStats(loss_mean, accuracy, samples, seconds, data_seconds, meter.count, stopped)
 
 
 def evaluate(

@@ -19,22 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from dogclf.model.network import cpu_has_native_bf16  # shared with serving
-
 
 def head_attribute(arch: str) -> str:
     """The attribute holding the trainable head (matches models.head_parameters)."""
     return "fc" if arch.startswith(("resnet", "tiny")) else "classifier"
-
-
-def backbone_autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    """bf16 for the frozen backbone on a CPU that has it (and amp on), else None.
-
-    On a GPU autocast already covers the whole step (engine.StepConfig), so nothing here.
-    """
-    if amp and device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    return None
 
 
 def _fold_batchnorm(body: nn.Module) -> nn.Module:
@@ -128,7 +116,7 @@ def frozen_backbone(
 ) -> FrozenBackbone:
     """Split `model` into an optimized constant backbone and its (shared) trainable head.
 
-    `autocast_dtype` (see backbone_autocast_dtype) runs the backbone alone under autocast.
+    `autocast_dtype` (engine.choose_precision) runs the backbone alone under autocast.
     """
     attr = head_attribute(arch)
     head = getattr(model, attr)

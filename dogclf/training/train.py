@@ -10,8 +10,10 @@ JSON in SM_HPS; explicit arguments win.
 
 One epoch: train (shuffled, augmented), evaluate on valid, checkpoint, early-stop check.
 At the end the best epoch's weights (by valid accuracy) are evaluated on test and written
-as the model artifact. Metric lines (`valid_accuracy=0.812300;`) are what SageMaker's
-MetricDefinitions parse; see dogclf/model/metrics.py.
+as the model artifact; a SIGTERM (SageMaker stopping the job) ends the run the same way at
+the next batch, the epoch in progress dropped (dogclf/training/stopping.py). Metric lines
+(`valid_accuracy=0.812300;`) are what SageMaker's MetricDefinitions parse; see
+dogclf/model/metrics.py.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ if TYPE_CHECKING:  # torch stays a lazy import: the parser works without it
 
     from dogclf.training.checkpoint import Progress, Resumable
     from dogclf.training.data import DogImages, Loaders
-    from dogclf.training.engine import EpochStats, StepConfig
+    from dogclf.training.engine import EpochStats, PrecisionChoice, StepConfig
+    from dogclf.training.stopping import StopRequest
 
 # Hyperparameters SageMaker itself adds (e.g. `_tuning_objective_metric` in tuning jobs,
 # `sagemaker_*` in framework jobs): accepted and ignored, never "unrecognized".
@@ -73,6 +76,21 @@ def _default_checkpoint_dir(environ: Mapping[str, str]) -> Path | None:
     # SageMaker creates (and syncs to S3) this folder when the job has a CheckpointConfig.
     sagemaker_default = Path("/opt/ml/checkpoints")
     return sagemaker_default if sagemaker_default.is_dir() else None
+
+
+def checkpoint_dir_for(
+    checkpoint_dir: Path | None, model_dir: Path, environ: Mapping[str, str]
+) -> Path:
+    """The folder this run checkpoints in and resumes from.
+
+    Inside a SageMaker training job (TRAINING_JOB_NAME, set by the platform; the toolkit's
+    sagemaker_training/params.py TRAINING_JOB_ENV) it is the job's own subfolder: every trial
+    of a tuning job gets the same CheckpointConfig, so the same folder, and a trial must
+    not resume another's weights. A spot restart keeps its job name, so it still resumes.
+    """
+    base = checkpoint_dir or (Path(model_dir).parent / "checkpoints")
+    job = environ.get("TRAINING_JOB_NAME", "").strip()
+    return base / job if job else base
 
 
 Adder = Callable[..., None]  # add(*names, **argparse_kwargs) on one argument group
@@ -134,7 +152,8 @@ def _data_options(add: Adder, env: Mapping[str, str]) -> None:
         type=Path,
         default=_default_checkpoint_dir(env),
         help="checkpoint every epoch and resume from here (default SM_CHECKPOINT_DIR, "
-        "/opt/ml/checkpoints on SageMaker, else MODEL_DIR/../checkpoints)",
+        "/opt/ml/checkpoints on SageMaker, else MODEL_DIR/../checkpoints); inside a "
+        "SageMaker job its TRAINING_JOB_NAME subfolder",
     )
     add("--pack", type=Path, default=None, help="also write model.tar.gz to this path")
     add(
@@ -188,8 +207,8 @@ def _runtime_options(add: Adder) -> None:
     add(
         "--amp",
         **_switch(True),
-        help="mixed precision: on GPU bf16 where supported, else fp16; on a CPU with "
-        "native bf16, the frozen backbone in bf16",
+        help="mixed precision: on GPU bf16 where native (compute capability >= 8.0), else "
+        "fp16 with a GradScaler; on a CPU with native bf16, the frozen backbone in bf16",
     )
     add("--device", choices=("auto", "cpu", "cuda"), default="auto")
     add(
@@ -263,6 +282,7 @@ class Hooks:
 
     log: Callable[[str], None] | None = None  # every line rank 0 prints (default: stdout)
     on_epoch: Callable[[dict[str, Any], int], None] | None = None  # (record, total epochs)
+    stop: StopRequest | None = None  # SIGTERM's flag (cli() installs it); None: never stop
 
 
 @dataclass
@@ -308,23 +328,6 @@ class Prepared:
     step: StepConfig
     checkpoint_dir: Path
     progress: Progress  # a fresh run's, or where the checkpoint left off
-
-
-@dataclass
-class Precision:
-    """Mixed precision as --amp and the device decide it."""
-
-    amp_dtype: torch.dtype | None = None  # autocast over the whole step (GPU)
-    scaler: torch.amp.GradScaler | None = None  # fp16 on GPU only
-    backbone_dtype: torch.dtype | None = None  # the frozen backbone alone (CPU bf16)
-
-    @property
-    def label(self) -> str:
-        if self.amp_dtype is not None:
-            return f"{str(self.amp_dtype).removeprefix('torch.')}-autocast"
-        if self.backbone_dtype is not None:
-            return f"{str(self.backbone_dtype).removeprefix('torch.')}-backbone"
-        return "fp32"
 
 
 def epoch_record(
@@ -376,6 +379,7 @@ class TrainingRun:
         self.device = device
         self.info = info
         self.seen_bad: set[str] = set()
+        self.stopped_at: int | None = None  # 0-based epoch a stop signal cut short
 
     # -- output: only rank 0 talks, except for per-rank problems
 
@@ -412,8 +416,23 @@ class TrainingRun:
         for epoch in range(p.progress.next_epoch, self.args.epochs):
             if p.progress.stopped_early:  # also when the checkpoint had stopped
                 break
-            self.train_epoch(p, epoch)
+            if self.stop_requested(0) or not self.train_epoch(p, epoch):
+                self.stopped_at = epoch
+                break
         return self.finish(p)
+
+    @property
+    def stop_signal(self) -> str | None:
+        """The signal that stopped this run ("SIGTERM"), None for a run that ended."""
+        stop = self.hooks.stop
+        return stop.signal_name if stop is not None and self.stopped_at is not None else None
+
+    def stop_requested(self, batch: int) -> bool:
+        """A stop signal's answer before `batch`, the same on every rank (stopping.py)."""
+        stop = self.hooks.stop
+        if stop is None:  # the same on every rank: no collective then
+            return False
+        return stop.at_batch(batch, self.device, world_size=self.info.world_size)
 
     def prepare(self) -> Prepared:
         """Everything an epoch needs: data, model, fast frozen path, optimizer, checkpoint.
@@ -428,19 +447,21 @@ class TrainingRun:
         self.seed()
         dataset, loaders = self.load_data()
         model = self.build_model(dataset.num_classes)
-        precision = self.precision()
+        precision, scaler = self.precision()
         optimizer = self.make_optimizer([p for p in model.parameters() if p.requires_grad])
-        parts = ckpt.Resumable(model, optimizer, self.make_scheduler(optimizer), precision.scaler)
-        checkpoint_dir = args.checkpoint_dir or (Path(args.model_dir).parent / "checkpoints")
+        parts = ckpt.Resumable(model, optimizer, self.make_scheduler(optimizer), scaler)
+        checkpoint_dir = checkpoint_dir_for(args.checkpoint_dir, args.model_dir, os.environ)
         # Before training_module(): the frozen fast path and DDP copy the model's weights.
-        resumed = ckpt.restore(checkpoint_dir, parts, arch=args.arch, labels=dataset.labels)
+        resumed = ckpt.restore(
+            checkpoint_dir, parts, arch=args.arch, labels=dataset.labels, args=vars(args)
+        )
         step = StepConfig(device=self.device, channels_last=True, amp_dtype=precision.amp_dtype)
         train_module = self.training_module(model, step.channels_last, precision.backbone_dtype)
         self.log(
             "run: "
             + " ".join(f"{k}={v}" for k, v in hyperparameters_of(args).items())
             + f" device={self.device} world_size={self.info.world_size}"
-            + f" precision={precision.label}"
+            + f" precision={precision.label} ({precision.reason})"
         )
         if resumed is not None:
             where = checkpoint_dir / ckpt.CHECKPOINT_FILE
@@ -448,8 +469,11 @@ class TrainingRun:
         progress = resumed or ckpt.Progress()
         return Prepared(dataset, loaders, parts, train_module, step, checkpoint_dir, progress)
 
-    def train_epoch(self, p: Prepared, epoch: int) -> None:
-        """Train, evaluate on valid, keep the best weights, checkpoint (rank 0)."""
+    def train_epoch(self, p: Prepared, epoch: int) -> bool:
+        """Train, evaluate on valid, keep the best weights, checkpoint (rank 0).
+
+        False when a stop signal cut the epoch short: its partial work is dropped, so the
+        checkpoint stays the last completed epoch's (what a restart resumes exactly)."""
         from dogclf.training import checkpoint as ckpt
         from dogclf.training import distributed
         from dogclf.training.engine import evaluate, train_one_epoch
@@ -468,7 +492,10 @@ class TrainingRun:
             log=self.log,
             log_every=args.print_freq,
             prefix=f"epoch {epoch + 1}/{args.epochs} step ",
+            should_stop=self.stop_requested,
         )
+        if train.stopped:
+            return False
         parts.scheduler.step()
         samples_per_rank = distributed.all_gather_ints(train.local_samples)
         valid = evaluate(p.train_module, p.loaders.valid, p.step, on_bad=self.on_bad)
@@ -480,6 +507,7 @@ class TrainingRun:
             ckpt.save(
                 p.checkpoint_dir, parts, progress, arch=args.arch, labels=labels, args=vars(args)
             )
+            self.write_best_so_far(p, epoch)
         distributed.barrier()
         if self.hooks.on_epoch is not None and self.info.is_main:
             self.hooks.on_epoch(record, args.epochs)
@@ -488,6 +516,7 @@ class TrainingRun:
                 f"early stop: no better valid accuracy for {progress.stale_epochs} epochs "
                 f"(best epoch {progress.best_epoch})"
             )
+        return True
 
     def finish(self, p: Prepared) -> TrainResult:
         """The best epoch's weights on test, the metric lines, the artifact (rank 0)."""
@@ -495,6 +524,7 @@ class TrainingRun:
         from dogclf.training.engine import evaluate
 
         best, weights = p.progress.best, p.progress.best_weights
+        self.log_stop(p)
         assert best is not None and weights is not None  # at least one epoch ran
         p.parts.model.load_state_dict(weights)
         test = evaluate(p.train_module, p.loaders.test, p.step, on_bad=self.on_bad)
@@ -515,6 +545,35 @@ class TrainingRun:
             tarball = self.write_artifact(p.parts.model, p.dataset.labels, metrics)
         distributed.barrier()
         return TrainResult(Path(self.args.model_dir), metrics, tarball)
+
+    def write_best_so_far(self, p: Prepared, epoch: int) -> None:
+        """After an epoch that improved, the model dir holds its weights (test not run yet).
+
+        SageMaker uploads the model dir of a stopped job, but the stock image's launcher does
+        not pass SIGTERM on to the program, so a stop must find the best model already there.
+        """
+        best = p.progress.best
+        last = epoch + 1 == self.args.epochs or p.progress.stopped_early
+        if best is None or best["epoch"] != epoch or last:  # finish() writes the last one
+            return
+        metrics = self.final_metrics(p, best, None)
+        self.write_artifact(p.parts.model, p.dataset.labels, metrics, pack=False)
+
+    def log_stop(self, p: Prepared) -> None:
+        """Say how a stop signal ended the run; refuse when there is nothing to write."""
+        if self.stopped_at is None:
+            return
+        where = f"stopped by {self.stop_signal} in epoch {self.stopped_at + 1}/{self.args.epochs}"
+        if p.progress.best is None:
+            raise DogclfError(
+                f"{where}, before any epoch completed: no model to write",
+                "give the job time for at least one epoch",
+            )
+        self.log(
+            f"{where}: that epoch's partial work dropped; writing the best model so far "
+            f"(epoch {p.progress.best_epoch}); the checkpoint of epoch {p.progress.next_epoch} "
+            f"stays in {p.checkpoint_dir} for a restart"
+        )
 
     # -- pieces
 
@@ -568,32 +627,43 @@ class TrainingRun:
         )
         return dataset, loaders
 
-    def precision(self) -> Precision:
+    def precision(self) -> tuple[PrecisionChoice, torch.amp.GradScaler | None]:
+        """engine.choose_precision on this device, and the GradScaler fp16 needs."""
         import torch
 
-        from dogclf.training.frozen import backbone_autocast_dtype
+        from dogclf.model.network import cpu_has_native_bf16
+        from dogclf.training.engine import choose_precision
 
-        precision = Precision()
-        if self.device.type == "cuda" and self.args.amp:
-            bf16 = torch.cuda.is_bf16_supported()
-            precision.amp_dtype = torch.bfloat16 if bf16 else torch.float16
-            if not bf16:
-                precision.scaler = torch.amp.GradScaler("cuda")
-        # On a CPU, mixed precision only for the frozen backbone (the head stays fp32).
-        if self.args.freeze_backbone:
-            precision.backbone_dtype = backbone_autocast_dtype(self.device, self.args.amp)
-        return precision
+        cuda = self.device.type == "cuda"
+        choice = choose_precision(
+            self.device.type,
+            torch.cuda.get_device_capability(self.device) if cuda else None,
+            amp=self.args.amp,
+            freeze_backbone=self.args.freeze_backbone,
+            cpu_native_bf16=not cuda and cpu_has_native_bf16(),
+        )
+        scaler = torch.amp.GradScaler(self.device.type) if choice.grad_scaler else None
+        return choice, scaler
 
-    def final_metrics(self, p: Prepared, best: dict[str, Any], test: EpochStats) -> dict[str, Any]:
-        """metrics.json: the best epoch's numbers, its test result, how the run went."""
+    def final_metrics(
+        self, p: Prepared, best: dict[str, Any], test: EpochStats | None
+    ) -> dict[str, Any]:
+        """metrics.json: the best epoch's numbers, its test result, how the run went.
+
+        `test` None: written mid-run (write_best_so_far); `complete` then says False."""
         history = p.progress.history
         return {
             "train": {"loss": best["train_loss"], "accuracy": best["train_accuracy"]},
             "valid": {"loss": best["valid_loss"], "accuracy": best["valid_accuracy"]},
-            "test": {"loss": test.loss, "accuracy": test.accuracy},
+            "test": None if test is None else {"loss": test.loss, "accuracy": test.accuracy},
+            "complete": test is not None,
             "best_epoch": best["epoch"] + 1,
             "epochs_run": len(history),
             "stopped_early": p.progress.stopped_early,
+            # A stop signal (SageMaker's StopTrainingJob, tuning early stopping, Hyperband):
+            # its name and the 1-based epoch it cut short; None both for a run that ended.
+            "stopped_by_signal": self.stop_signal,
+            "stopped_at_epoch": self.stopped_at + 1 if self.stopped_at is not None else None,
             "hyperparameters": hyperparameters_of(self.args),
             "world_size": self.info.world_size,
             "samples": {split: len(s) for split, s in p.dataset.samples.items()},
@@ -699,7 +769,9 @@ class TrainingRun:
         for name in ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy"):
             self.log(format_metric(name, record[name]))
 
-    def write_artifact(self, model: Any, labels: list[str], metrics: dict[str, Any]) -> Path | None:
+    def write_artifact(
+        self, model: Any, labels: list[str], metrics: dict[str, Any], *, pack: bool = True
+    ) -> Path | None:
         from dogclf.model.artifact import pack_model_dir, write_model_dir
 
         model_dir = write_model_dir(
@@ -711,8 +783,8 @@ class TrainingRun:
             labels=labels,
             metrics=metrics,
         )
-        self.log(f"model written to {model_dir}")
-        if self.args.pack is None:
+        self.log(f"model written to {model_dir}" + ("" if pack else " (best so far)"))
+        if self.args.pack is None or not pack:
             return None
         tarball = pack_model_dir(model_dir, Path(self.args.pack))
         self.log(f"packed {tarball}")
@@ -728,9 +800,13 @@ def _write_failure(message: str) -> None:
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    """The program: SIGTERM finishes the run with the best model so far, exit 0."""
+    args = parse_args(argv)  # before torch: --help and bad arguments answer at once
+    from dogclf.training.stopping import StopRequest, stop_on
+
     try:
-        main(args)
+        with stop_on(StopRequest()) as stop:
+            main(args, Hooks(stop=stop))
     except DogclfError as exc:
         print(f"Error: {exc.message}", file=sys.stderr, flush=True)
         if exc.hint:

@@ -13,10 +13,15 @@ and what it overrides:
   scripted job, or really runs the job through dogclf/local/job_executor.py once enabled);
 - tuning: a tuning job starts training jobs and reports the best one; lists and stops them;
 - lambda_concurrency: provisioned concurrency (Put/Get/Delete/List), capped by the reserved;
+  the account's concurrency quota (GetAccountSettings, a settable limit, AWS's refusals);
+- function_urls: a resource policy per alias as AWS keeps it, and function URLs served
+  (checked against AuthType and that policy, run through Invoke);
 - lambda_runtime: Invoke runs a deployed Python zip under AWS's awslambdaric, in warm
   execution environments (execution_environment, environment_pool) against a loopback
   Runtime API (runtime_api);
 - s3_policy: TLS-only bucket policy statements no longer deny everything;
+- faults: throttling, 500/503, lost answers and IAM propagation delays at a set rate
+  (a WSGI middleware start_emulator puts around moto's app; its route set here);
 - routes: the /moto-api routes' plumbing, and post_json for their clients.
 
 Used by the test harness, the benchmarks and `dogclf demo` (dogclf/local/emulator.py).
@@ -25,6 +30,8 @@ Used by the test harness, the benchmarks and `dogclf demo` (dogclf/local/emulato
 from __future__ import annotations
 
 from dogclf.local.moto_ext import (
+    faults,
+    function_urls,
     lambda_concurrency,
     lambda_runtime,
     s3_policy,
@@ -75,6 +82,8 @@ def install() -> None:
         lambda_concurrency,
         s3_policy,
         lambda_runtime,
+        function_urls,
+        faults,
     ):
         module.install()
     _installed = True

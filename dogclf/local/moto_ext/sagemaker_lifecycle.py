@@ -13,7 +13,10 @@ StopTrainingJob. This module adds:
   The next resource of that kind created (or endpoint updated) whose name starts with
   name_prefix takes the script: it starts in statuses[0] and moves one status per Describe
   call, staying in the last one. A final "Failed" sets FailureReason; for an endpoint
-  *update* it rolls back like AWS (InService on the old config, FailureReason set).
+  *update* it rolls back like AWS (InService on the old config, FailureReason set), and
+  "UpdateRollbackFailed" stays there with FailureReason set until UpdateEndpoint again.
+  An endpoint whose instances start (InService or Failed) gets SageMaker's log group
+  /aws/sagemaker/Endpoints/<name> with a stream per variant.
   log_lines go to CloudWatch Logs as the job's container output; metrics become its
   FinalMetricDataList. Scripts live on the moto backend, so /moto-api/reset forgets them.
 - overrides of moto's DescribeTrainingJob and DescribeEndpoint (one script step per call),
@@ -30,6 +33,7 @@ Scripted training and tuning jobs take their script where they are created
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from dogclf.local.moto_ext import routes
@@ -37,6 +41,7 @@ from dogclf.local.moto_ext import routes
 SAGEMAKER_SCRIPT_PATH = "/moto-api/dogclf/sagemaker/script"
 SCRIPT_KINDS = ("training-job", "tuning-job", "endpoint")
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+ENDPOINT_LOG_GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
 
 
 def script_sagemaker(
@@ -195,6 +200,7 @@ def _apply_endpoint_status(
 ) -> None:
     reason = script.get("failure_reason")
     target = script.get("target_config")
+    before = endpoint.endpoint_status
     if target is None:  # a create
         endpoint.endpoint_status = status
         if status == "Failed":
@@ -204,9 +210,30 @@ def _apply_endpoint_status(
         endpoint.failure_reason = reason or "the new variant did not pass ping"
     elif status == "InService":
         _switch_endpoint_config(backend, endpoint, target, bool(script.get("retain")))
-    else:
+    else:  # UpdateRollbackFailed stays there, serving on both configs, until acted on
         endpoint.endpoint_status = status
+        if status == "UpdateRollbackFailed":
+            endpoint.failure_reason = reason or "the new variant failed and so did the rollback"
+    if endpoint.endpoint_status != before and status in ("InService", "Failed"):
+        write_endpoint_logs(backend, endpoint)  # its instances started: they logged
     endpoint.last_modified_time = now()
+
+
+def write_endpoint_logs(backend: Any, endpoint: Any) -> None:
+    """As SageMaker does once an endpoint's instances start: the group
+    /aws/sagemaker/Endpoints/<name> (never expires) and a stream per variant instance."""
+    from moto.logs.models import logs_backends
+
+    logs = logs_backends[backend.account_id][backend.region_name]
+    group = ENDPOINT_LOG_GROUP_PREFIX + endpoint.endpoint_name
+    logs.ensure_log_group(group)
+    stamp = int(now().timestamp() * 1000)
+    fleet = hashlib.sha256(endpoint.endpoint_config_name.encode()).hexdigest()[:17]
+    for variant in endpoint.production_variants:
+        stream = f"{variant['VariantName']}/i-{fleet}"  # one instance per config's fleet
+        logs.ensure_log_stream(group, stream)
+        line = f"dogclf emulator: {variant['VariantName']} instance started"
+        logs.put_log_events(group, stream, [{"timestamp": stamp, "message": line}])
 
 
 def _switch_endpoint_config(
@@ -272,7 +299,13 @@ def _patch_training_jobs() -> None:
                 message=f"The request was rejected because the training job is in status {job.training_job_status}."
             )
         forget_script(self, "training-job", name)
-        set_training_status(job, "Stopped", None)
+        from dogclf.local.runner import request_stop
+
+        if request_stop(name):  # running here: SIGTERM; the run's end makes it Stopped
+            job.training_job_status = job.secondary_status = "Stopping"
+            job.last_modified_time = now()
+        else:
+            set_training_status(job, "Stopped", None)
 
     def stop_training_job_response(self: Any) -> Any:
         self.sagemaker_backend.stop_training_job(self._get_param("TrainingJobName"))
@@ -293,7 +326,8 @@ def _patch_endpoint_lifecycle() -> None:
 
     def create_endpoint(self: Any, endpoint_name: str, endpoint_config_name: str, tags: Any) -> Any:
         endpoint = create(self, endpoint_name, endpoint_config_name, tags)
-        start_script(self, "endpoint", endpoint_name)
+        if start_script(self, "endpoint", endpoint_name) is None:  # InService at once
+            write_endpoint_logs(self, endpoint)
         return endpoint
 
     def describe_endpoint(self: Any, endpoint_name: str) -> Any:
@@ -326,13 +360,15 @@ def _patch_update_endpoint() -> None:
         if endpoint_name not in self.endpoints:
             describe(self, endpoint_name)  # raises the not-found error
         endpoint = self.endpoints[endpoint_name]
-        if endpoint.endpoint_status != "InService":
+        # UpdateRollbackFailed takes UpdateEndpoint: that is how it gets back to InService.
+        if endpoint.endpoint_status not in ("InService", "UpdateRollbackFailed"):
             raise ValidationError(message=f'Cannot update in-progress endpoint "{endpoint.arn}".')
         _refuse_autoscaled_type_change(self, endpoint, endpoint_config_name)
         script = take_script(self, "endpoint", endpoint_name)
         if script is None:
             forget_script(self, "endpoint", endpoint_name)  # a stale script
             _switch_endpoint_config(self, endpoint, endpoint_config_name, retain)
+            write_endpoint_logs(self, endpoint)  # the new fleet's instances
         else:
             script["target_config"] = endpoint_config_name
             script["retain"] = retain

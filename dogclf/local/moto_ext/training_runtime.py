@@ -93,6 +93,8 @@ def _run_training_job(
     from dogclf.local.runner import JobFailedError
 
     started = int(time.time())
+    if job.training_job_status != "InProgress":  # stopped while it waited for the pool
+        return
 
     def on_log(line: str) -> None:
         host, text = "algo-1", line
@@ -109,20 +111,26 @@ def _run_training_job(
         )
         outcome = execute_training_job(ctx, request, Path(runtime["workdir"]), on_log=on_log)
     except JobFailedError as exc:  # the program's own failure, worded as SageMaker does
-        if job.training_job_status == "InProgress":
-            set_training_status(job, "Failed", exc.failure_reason)
+        _end_run(job, "Failed", exc.failure_reason)
         return
     except Exception as exc:  # the data or code could not be fetched or stored
-        if job.training_job_status == "InProgress":
-            reason = str(getattr(exc, "message", exc)).splitlines()[0]
-            set_training_status(job, "Failed", f"ClientError: {reason}")
+        reason = str(getattr(exc, "message", exc)).splitlines()[0]
+        _end_run(job, "Failed", f"ClientError: {reason}")
         return
-    if job.training_job_status != "InProgress":  # stopped meanwhile
-        return
+    # A stopped job's /opt/ml/model is uploaded too: "You can use the model artifacts that
+    # are saved when SageMaker stops a training job to create a model" (StopTrainingJob).
     job.model_artifacts = {"S3ModelArtifacts": outcome.model_data}
     set_final_metrics(job, outcome.metrics)
-    set_training_status(job, "Completed", None)
+    _end_run(job, "Completed", None)
     job.billable_time_in_seconds = max(1, int(time.time()) - started)
+
+
+def _end_run(job: Any, status: str, reason: str | None) -> None:
+    """The run's end as its status: a job StopTrainingJob put in Stopping ends Stopped."""
+    if job.training_job_status == "Stopping":
+        set_training_status(job, "Stopped", None)
+    elif job.training_job_status == "InProgress":
+        set_training_status(job, status, reason)
 
 
 def _patch_create_training_job() -> None:

@@ -6,7 +6,7 @@ StopHyperParameterTuningJob. This module overrides:
 
 - CreateHyperParameterTuningJob: starts MaxNumberOfTrainingJobs emulated training jobs
   (tuned values drawn from the job's ranges, seeded by its name; a made-up objective value
-  each, since they are not run), records the real best one and the status counters, and
+  and a placeholder model.tar.gz each, since they are not run), records the real best one and the status counters, and
   starts a scripted tuning job (sagemaker_lifecycle.py) in its first status;
 - DescribeHyperParameterTuningJob: one script step per call;
 
@@ -23,7 +23,6 @@ from dogclf.local.moto_ext.sagemaker_lifecycle import (
     forget_script,
     sagemaker_state,
     set_final_metrics,
-    set_training_status,
     start_script,
 )
 
@@ -128,9 +127,35 @@ def _start_children(backend: Any, arn: str, request: dict[str, Any]) -> list[dic
         if objective.get("MetricName"):
             low, high = (0.2, 1.5) if objective.get("Type") == "Minimize" else (0.5, 0.95)
             set_final_metrics(child, {objective["MetricName"]: round(rng.uniform(low, high), 4)})
+        _put_placeholder_model(backend, child)
         children.append(_child_summary(child, name, objective))
     sagemaker_state(backend)["in_tuning"] = False
     return children
+
+
+PLACEHOLDER = b"emulated tuning trial: not run, no trained model\n"
+
+
+def _put_placeholder_model(backend: Any, child: Any) -> None:
+    """A completed trial's model.tar.gz where SageMaker uploads it (its ModelArtifacts), so
+    that reading the tuning job's outcome meets what AWS would show; it holds only a note
+    (the trial was not run). Skipped when the output bucket does not exist."""
+    import io
+    import tarfile
+
+    from moto.s3.models import s3_backends
+
+    uri = child.model_artifacts["S3ModelArtifacts"]
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    s3 = s3_backends[backend.account_id]["global"]
+    if bucket not in s3.buckets:
+        return
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w:gz") as tar:
+        info = tarfile.TarInfo("EMULATED.txt")
+        info.size = len(PLACEHOLDER)
+        tar.addfile(info, io.BytesIO(PLACEHOLDER))
+    s3.put_object(bucket, key, data.getvalue())
 
 
 def _record_outcome(tuning: Any, children: list[dict[str, Any]], objective: dict[str, Any]) -> None:
@@ -215,7 +240,8 @@ def _list_children_response(self: Any) -> Any:
 
 
 def _patch_stop() -> None:
-    """StopHyperParameterTuningJob: the job and its InProgress children become Stopped."""
+    """StopHyperParameterTuningJob: the job Stopped, its InProgress children stopped as
+    StopTrainingJob stops them."""
     from moto.core.responses import EmptyResult
     from moto.sagemaker.exceptions import ValidationError
     from moto.sagemaker.models import SageMakerModelBackend
@@ -232,7 +258,9 @@ def _patch_stop() -> None:
         job.hyper_parameter_tuning_job_status = "Stopped"
         for child in _tuning_children(self, job.arn):
             if child.training_job_status == "InProgress":
-                set_training_status(child, "Stopped", None)
+                # StopTrainingJob's path: a child running here gets SIGTERM and ends Stopped
+                # with its model uploaded (sagemaker_lifecycle.py, training_runtime.py).
+                self.stop_training_job(child.training_job_name)
 
     def stop_tuning_job_response(self: Any) -> Any:
         self.sagemaker_backend.stop_hyper_parameter_tuning_job(
