@@ -45,6 +45,7 @@ NON_CONFIG_ENV = {
 
 SAGEMAKER_INSTANCE = re.compile(r"^ml\.[a-z][a-z0-9-]*\.[0-9]*(x?large|medium|small|metal)$")
 EC2_INSTANCE = re.compile(r"^[a-z][a-z0-9-]*\.[0-9]*(x?large|medium|small|micro|nano|metal)$")
+ENV_KEY = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 NAME_PART = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$|^[a-z]$")
 
 
@@ -189,6 +190,9 @@ class TrainingSection(Section):
         description="mixed precision: bf16/fp16 on GPU; bf16 frozen backbone on CPUs with native bf16",
     )
     seed: int = 0
+    int8_min_agreement: float = Field(
+        99.0, ge=0, description="% top-1 agreement with fp32 on test for int8 serving; > 100: off"
+    )
     instance_type: str = Field("ml.g4dn.xlarge", description="SageMaker training instance type")
     instance_count: int = Field(1, ge=1, le=64, description="> 1 runs torch.distributed")
     spot: bool = Field(False, description="managed spot training (needs max_wait >= max_run)")
@@ -292,11 +296,43 @@ class EndpointSection(Section):
     image_uri: str | None = Field(
         None, description="explicit inference image (e.g. the `dogclf serve` BYO container)"
     )
+    # Merged over what deploy sets (e.g. SAGEMAKER_MODEL_SERVER_WORKERS, OMP_NUM_THREADS):
+    # an explicit value here wins.
+    environment: dict[str, str] = Field(
+        default_factory=dict, description="extra container environment (wins over deploy's)"
+    )
 
     @field_validator("instance_type")
     @classmethod
     def _instance(cls, value: str) -> str:
         return _sagemaker_instance(value)
+
+    @field_validator("environment", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, value: Any) -> Any:
+        """TOML's `OMP_NUM_THREADS = 4` is meant as the text "4"."""
+        if isinstance(value, dict):
+            return {
+                k: str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+                for k, v in value.items()
+            }
+        return value
+
+    @field_validator("environment")
+    @classmethod
+    def _environment(cls, value: dict[str, str]) -> dict[str, str]:
+        # CreateModel's EnvironmentMap: keys [a-zA-Z_][a-zA-Z0-9_]*, each key and value
+        # <= 1024 characters, at most 100 entries (deploy adds about 10 of its own).
+        for key, text in value.items():
+            if not ENV_KEY.fullmatch(key) or len(key) > 1024:
+                raise ValueError(
+                    f"{key!r} is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)"
+                )
+            if len(text) > 1024:
+                raise ValueError(f"the value of {key} is over 1024 characters (AWS's limit)")
+        if len(value) > 80:
+            raise ValueError(f"{len(value)} variables; CreateModel takes 100 in all, keep it to 80")
+        return value
 
 
 class AutoscalingSection(Section):
@@ -360,9 +396,22 @@ class ServingSection(Section):
     max_payload_mb: float = Field(6.0, gt=0, le=100, description="SageMaker caps requests at 6 MB")
     max_image_pixels: int = Field(40_000_000, ge=1, description="decompression-bomb guard")
     decode_threads: int | None = Field(None, ge=1, description="unset = host CPUs")
+    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        "auto", description="CPU: auto = int8 where usable and fast, bf16 where native, else fp32"
+    )
     url_allow_hosts: list[str] = Field(
         default_factory=list, description='hosts {"url": ...} may fetch from; empty = off'
     )
+    # Admission control and connection limits of `dogclf serve` (serving/asgi.py, batching.py).
+    max_queue: int = Field(256, ge=1, le=100_000, description="images waiting for the model")
+    request_deadline_s: float = Field(
+        10.0, gt=0, le=55, description="answer within this or refuse 503 (SageMaker allows 60)"
+    )
+    keep_alive_s: float = Field(
+        75.0, ge=1, le=3600, description="idle connection limit; above SageMaker's 60 s"
+    )
+    header_timeout_s: float = Field(10.0, gt=0, le=300, description="slow request headers")
+    body_timeout_s: float = Field(30.0, gt=0, le=300, description="slow request bodies")
 
 
 class DogclfConfig(Section):

@@ -111,7 +111,10 @@ def test_changed_instance_type_and_count_switch_the_same_endpoint_blue_green(
 
     out = deploy(project, "--model", uri, env=BIGGER)
     steps = {(s["action"], s["resource"]): s for s in out["plan"]["steps"]}
-    assert steps["no-op", "sagemaker model"]["name"] == first["model"]
+    # A new model too: its Environment sizes the model server for the type (4 vCPUs, not 2).
+    assert steps["create", "sagemaker model"]["name"] == out["model"] != first["model"]
+    assert "4 workers" in steps["create", "sagemaker model"]["message"]
+    assert steps["delete", "sagemaker model"]["name"] == first["model"]
     assert steps["create", "endpoint config"]["name"] == out["endpoint_config"]
     assert first["endpoint_config"] in steps["update", "endpoint"]["message"]
     assert steps["delete", "endpoint config"]["name"] == first["endpoint_config"]
@@ -121,7 +124,7 @@ def test_changed_instance_type_and_count_switch_the_same_endpoint_blue_green(
     assert now["EndpointConfigName"] == out["endpoint_config"] != first["endpoint_config"]
     assert now["ProductionVariants"][0]["CurrentInstanceCount"] == 2
     assert config_names() == [out["endpoint_config"]]  # the old config is gone
-    assert model_names() == [first["model"]]
+    assert model_names() == [out["model"]]
     assert plan_of(project, "--model", uri, env=BIGGER)["counts"]["no-op"] == 3
 
 

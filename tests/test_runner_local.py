@@ -73,7 +73,7 @@ def test_local_job_runs_through_the_launcher_and_packs_a_servable_model(
     assert not any("Failed to parse hyperparameter" in line for line in logged)
     assert any(
         line.endswith(
-            "--epochs 2 --freeze-backbone False --image-size 32 --label-smoothing 0.0 --lr 0.01 --num-workers 0 --optimizer adamw --patience 3 --pretrained False --seed 0 --weight-decay 0.0001"
+            "--epochs 2 --freeze-backbone False --image-size 32 --int8-min-agreement 99.0 --label-smoothing 0.0 --lr 0.01 --num-workers 0 --optimizer adamw --patience 3 --pretrained False --seed 0 --weight-decay 0.0001"
         )
         for line in logged
     )

@@ -172,7 +172,23 @@ def test_every_good_body_through_the_handler_service_equals_predict_via_local(
         assert answer.status == 200, (body.name, answer.body[:300])
         assert answer.headers["content-type"] == "application/json", body.name
         rows = [expected[image][: body.top_k] for image in body.images]
-        assert answer.json() == {"predictions": rows if body.batched else rows[0]}, body.name
+        # Both serve int8 where the model allows (auto); its fp32 head gives last-digit
+        # differences between a batch of one (here) and a batch of many (predict).
+        assert_same_predictions(answer.json(), rows if body.batched else rows[0], body.name)
+
+
+def assert_same_predictions(document: Any, expected: list[Any], where: str) -> None:
+    """Labels and order exactly, probabilities to 1e-5 (as the other serving tests)."""
+    assert set(document) == {"predictions"}, where
+    got, want = document["predictions"], expected
+    got_rows = got if got and isinstance(got[0], list) else [got]
+    want_rows = want if want and isinstance(want[0], list) else [want]
+    keys = [[(p["label"], p["index"]) for p in row] for row in got_rows]
+    assert keys == [[(p["label"], p["index"]) for p in row] for row in want_rows], where
+    probabilities = [p["probability"] for row in got_rows for p in row]
+    assert probabilities == pytest.approx(
+        [p["probability"] for row in want_rows for p in row], abs=1e-5
+    ), where
 
 
 def test_every_bad_body_gets_the_toolkits_4xx_in_plain_text(handler_service: Served) -> None:

@@ -20,7 +20,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from dogclf.aws import autoscaling
+from dogclf.aws.instance_gpus import gpu_count
 from dogclf.aws.polling import Report, ignore, wait_until
+from dogclf.aws.pricing import vcpu_count
 from dogclf.aws.session import (
     AwsContext,
     aws_errors,
@@ -66,7 +68,7 @@ class DeploySpec:
     def build(
         cls, cfg: DogclfConfig, *, model_data: str, image: str, role: str, region: str
     ) -> DeploySpec:
-        env = model_environment(cfg, region)
+        env = model_environment(cfg, region, image)
         model_name = cfg.names.model(_digest([model_data, image, env, role]))
         e = cfg.endpoint
         config_name = cfg.names.endpoint_config(
@@ -86,8 +88,25 @@ class DeploySpec:
         )
 
 
-def model_environment(cfg: DogclfConfig, region: str) -> dict[str, str]:
-    """What the PyTorch inference container (and code/inference.py) read at start-up."""
+def model_environment(cfg: DogclfConfig, region: str, image: str | None = None) -> dict[str, str]:
+    """What the container (and code/inference.py) read at start-up: dogclf's serving
+    limits, the model server's size on the PyTorch inference image, then
+    endpoint.environment over both (an explicit value wins)."""
+    env = _serving_environment(cfg, region)
+    if is_pytorch_inference_image(cfg, image):
+        env.update(server_sizing(cfg.endpoint.instance_type).environment())
+    user = cfg.endpoint.environment
+    if WORKERS_VAR in env and any(k.startswith(TS_PREFIX) for k in user):
+        # Any SAGEMAKER_TS_* makes torchserve.py write a "models" entry whose min/max
+        # workers (SAGEMAKER_TS_MIN_WORKERS / _MAX_WORKERS, default 1) replace
+        # default_workers_per_model: carry the chosen count over unless the user set it.
+        for var in (f"{TS_PREFIX}MIN_WORKERS", f"{TS_PREFIX}MAX_WORKERS"):
+            env[var] = env[WORKERS_VAR]
+    env.update(user)
+    return env
+
+
+def _serving_environment(cfg: DogclfConfig, region: str) -> dict[str, str]:
     s = cfg.serving
     env = {
         "SAGEMAKER_PROGRAM": "inference.py",
@@ -101,6 +120,81 @@ def model_environment(cfg: DogclfConfig, region: str) -> dict[str, str]:
     if s.url_allow_hosts:
         env["DOGCLF_SERVING__URL_ALLOW_HOSTS"] = json.dumps(s.url_allow_hosts)
     return env
+
+
+# ---------------------------------------------------------------- the model server's size
+
+# What the PyTorch inference image reads (sagemaker-pytorch-inference 2.0.25,
+# sagemaker-inference 1.10.1, TorchServe 0.12):
+# - sagemaker_pytorch_serving_container/torchserve.py _generate_ts_config_properties writes
+#   default_workers_per_model from sagemaker_inference/environment.py Environment
+#   .model_server_workers (SAGEMAKER_MODEL_SERVER_WORKERS). Unset, TorchServe's
+#   ConfigManager.getDefaultWorkers starts one worker per GPU, else one per vCPU
+#   (availableProcessors; the image's vmargs -XX:-UseContainerSupport: the host's).
+# - Any SAGEMAKER_TS_* variable (ts_environment.py is_env_set) adds a "models" entry whose
+#   minWorkers/maxWorkers (default 1) override that: deploy sets none of them.
+# - Each worker is a Python process that inherits the container's environment
+#   (EnvironmentUtils.getEnvString), so OMP_NUM_THREADS sizes torch's intra-op pool there;
+#   unset, every worker's torch takes all vCPUs: N workers x N threads on N vCPUs.
+# - Left at their defaults: netty threads (TS_NUMBER_OF_NETTY_THREADS: vCPUs, I/O only),
+#   job_queue_size (TS_JOB_QUEUE_SIZE: 100 per model), default_response_timeout
+#   (SAGEMAKER_MODEL_SERVER_TIMEOUT: 60 s, SageMaker's own limit per request).
+# Measured on 2 vCPUs, resnet50, 16 clients (issue 13; bench/torchserve_throughput.py runs
+# the same legs): defaults (2 workers x 2 threads) 3.5 img/s, 1 x 2 14.0, 2 x 1 17.1. Hence on a CPU one worker per
+# vCPU on one thread each; on GPUs one worker per GPU, the vCPUs shared out for decoding.
+WORKERS_VAR = "SAGEMAKER_MODEL_SERVER_WORKERS"
+THREADS_VAR = "OMP_NUM_THREADS"
+TS_PREFIX = "SAGEMAKER_TS_"
+PYTORCH_INFERENCE_REPOSITORY = "pytorch-inference"
+
+
+@dataclass(frozen=True)
+class ServerSizing:
+    """Workers and torch threads for one instance type (None: TorchServe's defaults)."""
+
+    instance_type: str
+    vcpus: int | None
+    gpus: int | None
+    workers: int | None = None
+    threads: int | None = None
+
+    def environment(self) -> dict[str, str]:
+        if self.workers is None or self.threads is None:
+            return {}
+        return {WORKERS_VAR: str(self.workers), THREADS_VAR: str(self.threads)}
+
+
+def server_sizing(instance_type: str) -> ServerSizing:
+    vcpus, gpus = vcpu_count(instance_type), gpu_count(instance_type)
+    if vcpus is None or gpus is None:
+        return ServerSizing(instance_type, vcpus, gpus)
+    if gpus:
+        return ServerSizing(instance_type, vcpus, gpus, gpus, max(1, vcpus // gpus))
+    return ServerSizing(instance_type, vcpus, gpus, vcpus, 1)
+
+
+def is_pytorch_inference_image(cfg: DogclfConfig, image: str | None) -> bool:
+    """AWS's PyTorch inference image (the default, or named in endpoint.image_uri); not
+    the BYO `dogclf serve` image, which sizes itself (DOGCLF_SERVING__*)."""
+    image = image or cfg.endpoint.image_uri
+    if image is None:
+        return True
+    repository = image.rsplit("/", 1)[-1].split(":", 1)[0].split("@", 1)[0]
+    return repository == PYTORCH_INFERENCE_REPOSITORY
+
+
+def server_line(spec: DeploySpec) -> str:
+    """The deploy plan's line on the PyTorch image's model server: what it will run."""
+    sizing, env = server_sizing(spec.instance_type), spec.environment
+    if sizing.vcpus is None or sizing.gpus is None:
+        shape = f"{spec.instance_type} not in the vCPU table"
+    else:
+        gpus = f", {sizing.gpus} GPUs" if sizing.gpus else ""
+        shape = f"{spec.instance_type}: {sizing.vcpus} vCPUs{gpus}"
+    workers = env.get(WORKERS_VAR, "TorchServe's default (one per GPU, else per vCPU)")
+    threads = env.get(THREADS_VAR, "all vCPUs")
+    threads += " thread" if threads == "1" else " threads"
+    return f"model server: {workers} workers, torch on {threads} each ({shape})"
 
 
 def describe_endpoint(ctx: AwsContext, name: str) -> dict[str, Any] | None:
@@ -308,14 +402,15 @@ def _plan_model(plan: Plan, ctx: AwsContext, cfg: DogclfConfig, spec: DeploySpec
     found = get_or_none(
         f"describe model {spec.model_name}", sm.describe_model, ModelName=spec.model_name
     )
+    server = f"; {server_line(spec)}" if is_pytorch_inference_image(cfg, spec.image) else ""
     if found:
-        plan.add(Action.NOOP, "sagemaker model", spec.model_name, "exists")
+        plan.add(Action.NOOP, "sagemaker model", spec.model_name, "exists" + server)
         return
     plan.add(
         Action.CREATE,
         "sagemaker model",
         spec.model_name,
-        f"{spec.model_data} in {spec.image.rsplit('/', 1)[-1]}",
+        f"{spec.model_data} in {spec.image.rsplit('/', 1)[-1]}{server}",
         partial(
             call,
             f"create model {spec.model_name}",

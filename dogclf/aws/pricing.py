@@ -1,5 +1,8 @@
 """Instance (and Lambda provisioned concurrency) prices per region from dogclf/data/prices.json (with its date and source).
 
+The same file holds vCPUs per ml.* instance type ("instances", with its own date and
+source): how `deploy` sizes the model server's workers and threads.
+
 A region or instance type the file does not list has no price: callers show "unknown"
 rather than a guess.
 """
@@ -22,6 +25,7 @@ class PriceTable:
     verified: bool
     sagemaker: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     lambda_: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    vcpus: dict[str, int] = field(default_factory=dict)
 
     def sagemaker_hourly(self, region: str, usage: Usage, instance_type: str) -> float | None:
         return self.sagemaker.get(region, {}).get(usage, {}).get(instance_type)
@@ -44,7 +48,13 @@ def load_prices() -> PriceTable:
         verified=bool(data.get("verified", False)),
         sagemaker=data.get("sagemaker", {}),
         lambda_=data.get("lambda", {}),
+        vcpus=data.get("instances", {}).get("vcpus", {}),
     )
+
+
+def vcpu_count(instance_type: str) -> int | None:
+    """The ml.* type's vCPUs, or None when the table does not list it."""
+    return load_prices().vcpus.get(instance_type)
 
 
 def instances_cost(region: str, usage: Usage, instance_type: str, count: int) -> float | None:

@@ -15,6 +15,7 @@ class Precision(StrEnum):
     auto = "auto"
     fp32 = "fp32"
     bf16 = "bf16"
+    int8 = "int8"
 
 
 class _StopBeforeReady(BaseException):
@@ -65,7 +66,10 @@ WAIT_OPTION = typer.Option(None, min=0, max=1000, help=WAIT_HELP)
 DECODE_HELP = "Images decoded at once \\[serving.decode_threads, else CPU count]."
 WORKERS_HELP = "Forward passes run side by side \\[1 on a GPU; on a CPU one per core, up to 4]."
 ACCESS_LOG_HELP = "Log every request (errors are always logged)."
-PRECISION_HELP = "auto: bf16 on a CPU with native bf16 (AVX512-BF16, AMX), else fp32."
+PRECISION_HELP = (
+    "auto: int8 on an AVX2/VNNI CPU where the model marks it usable, bf16 on a CPU with "
+    "native bf16 (AVX512-BF16, AMX), else fp32."
+)
 
 
 def serve(
@@ -94,7 +98,7 @@ def serve(
     cfg = state(ctx).config()
     from dogclf.aws.model_source import is_remote
     from dogclf.model.artifact import local_model_path
-    from dogclf.serving.server import service_from_config, start_server
+    from dogclf.serving.server import ModelServer, service_from_config, timeouts_from_config
 
     if not is_remote(model):
         local_model_path(model)  # fail now, before binding the port
@@ -107,9 +111,32 @@ def serve(
         torch_threads=torch_threads,
         precision=precision.value,
     )
-    listen_port = cfg.serving.port if port is None else port
-    server = start_server(service, host, listen_port, access_log=access_log)
+    server = ModelServer(
+        service,
+        host,
+        _listen_port(port, cfg.serving.port),
+        access_log=access_log,
+        timeouts=timeouts_from_config(cfg.serving),
+    ).start()
     _serve_until_stopped(server, model, cfg)
+
+
+def _listen_port(option: int | None, configured: int) -> int:
+    """--port, else SAGEMAKER_BIND_TO_PORT (inference pipelines move the port), else config."""
+    import os
+
+    from dogclf.errors import DogclfError
+
+    if option is not None:
+        return option
+    bound = os.environ.get("SAGEMAKER_BIND_TO_PORT", "").strip()
+    if not bound:
+        return configured
+    if not bound.isdigit() or not 0 < int(bound) < 65536:
+        raise DogclfError(
+            f"SAGEMAKER_BIND_TO_PORT is {bound!r}, not a port", "set it to 1-65535 or unset it"
+        )
+    return int(bound)
 
 
 def _serve_until_stopped(server: Any, model: str, cfg: Any) -> None:
@@ -150,10 +177,10 @@ def _serve_until_stopped(server: Any, model: str, cfg: Any) -> None:
         # signal the kernel handed to another thread is still seen within half a second.
         while not stop.received:
             time.sleep(0.5)
-        render.note(f"Shutting down: finishing {server.httpd.in_flight} request(s) in flight...")
+        render.note(f"Shutting down: finishing {server.in_flight} request(s) in flight...")
         unfinished = server.stop()
     if unfinished:
-        raise DogclfError(f"{unfinished} request(s) did not finish within 30 s of the shutdown")
+        raise DogclfError(f"{unfinished} request(s) did not finish within 25 s of the shutdown")
     render.note("Stopped.")
 
 

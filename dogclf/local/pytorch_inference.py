@@ -5,8 +5,10 @@ as the image's model server would run its worker: AWS's handler service
 (`sagemaker_pytorch_serving_container.handler_service.HandlerService`) is initialised once
 with TorchServe's context object (model_dir, gpu_id), then every request goes through its
 `handle([{"body": bytes}], context)`, status, phrase and content type read back from the
-context. A small stdlib HTTP server in front speaks what TorchServe's frontend and the
-SageMaker runtime would:
+context. As many workers as the image's TorchServe would start (worker_count:
+SAGEMAKER_MODEL_SERVER_WORKERS and the rest), each on OMP_NUM_THREADS torch threads, so the
+rehearsal runs the size `dogclf deploy` sets. A small stdlib HTTP server in front speaks
+what TorchServe's frontend and the SageMaker runtime would:
 
     GET  /ping                          200 {"status": "Healthy"} once the model is loaded
     POST /invocations                   the container contract; the handler service's answer
@@ -25,12 +27,15 @@ import argparse
 import importlib.abc
 import importlib.metadata
 import json
+import os
+import queue
 import re
 import signal
 import sys
 import threading
 import traceback
 import uuid
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -156,11 +161,9 @@ class Answer:
 class Worker:
     """One TorchServe worker: the handler service, one request at a time (batch size 1)."""
 
-    def __init__(self, model_dir: str) -> None:
-        import torch
+    def __init__(self, model_dir: str, gpu_id: int | None) -> None:
         from sagemaker_pytorch_serving_container.handler_service import HandlerService
 
-        gpu_id = 0 if torch.cuda.is_available() else None
         self.context = Context(model_dir, gpu_id, importlib.metadata.version(PACKAGE))
         self.service = HandlerService()
         self.service.initialize(self.context)  # imports code/inference.py, runs model_fn
@@ -184,6 +187,49 @@ class Worker:
         return Answer(status, phrase, self.context.get_response_content_type(0), _encode(result[0]))
 
 
+def worker_count(environ: Mapping[str, str], gpus: int, cpus: int) -> int:
+    """How many workers the image's TorchServe starts for the model:
+    sagemaker_pytorch_serving_container/torchserve.py _generate_ts_config_properties writes
+    default_workers_per_model = SAGEMAKER_MODEL_SERVER_WORKERS, unless any SAGEMAKER_TS_*
+    is set (ts_environment.py is_env_set): then the model's minWorkers,
+    SAGEMAKER_TS_MIN_WORKERS (default 1). The image sets enable_envvars_config=true, so
+    TS_DEFAULT_WORKERS_PER_MODEL overrides the file's value. Unset, TorchServe's
+    ConfigManager.getDefaultWorkers: one per GPU, else one per CPU."""
+    if any(key.startswith("SAGEMAKER_TS_") for key in environ):
+        return int(environ.get("SAGEMAKER_TS_MIN_WORKERS", "1"))
+    configured = environ.get("TS_DEFAULT_WORKERS_PER_MODEL") or environ.get(
+        "SAGEMAKER_MODEL_SERVER_WORKERS"
+    )
+    if configured and int(configured) > 0:
+        return int(configured)
+    return gpus or cpus
+
+
+class WorkerPool:
+    """TorchServe's workers for the one model: each a handler service with its own copy of
+    the model, a request goes to whichever is free. TorchServe runs them as processes; here
+    they are threads of one process (the forward pass releases the GIL), and torch's
+    intra-op threads per call come from OMP_NUM_THREADS, which every TorchServe worker
+    inherits from the container's environment (torch reads it at import)."""
+
+    def __init__(self, model_dir: str, environ: Mapping[str, str]) -> None:
+        import torch
+
+        gpus = torch.cuda.device_count()
+        self.size = worker_count(environ, gpus, os.cpu_count() or 1)
+        self.threads = torch.get_num_threads()
+        self._free: queue.SimpleQueue[Worker] = queue.SimpleQueue()
+        for index in range(self.size):  # TorchServe hands GPUs out round-robin
+            self._free.put(Worker(model_dir, index % gpus if gpus else None))
+
+    def invoke(self, body: bytes, headers: dict[str, str]) -> Answer:
+        worker = self._free.get()
+        try:
+            return worker.invoke(body, headers)
+        finally:
+            self._free.put(worker)
+
+
 def _encode(value: Any) -> bytes:
     """ts/protocol/otf_message_handler.py create_predict_response: bytes as they are, text
     as UTF-8, anything else as JSON."""
@@ -199,7 +245,7 @@ def _encode(value: Any) -> bytes:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    worker: Worker
+    worker: WorkerPool
     region: str
     account: str
 
@@ -308,7 +354,11 @@ def main(argv: list[str] | None = None) -> None:
     sys.meta_path.insert(0, _NoDogclf())
     signal.signal(signal.SIGTERM, _stop)
     server = _Server((args.host, args.port), Handler)
-    server.worker = Worker(args.model_dir)
+    server.worker = WorkerPool(args.model_dir, os.environ)
+    sys.stderr.write(
+        f"model server: {server.worker.size} workers (SAGEMAKER_MODEL_SERVER_WORKERS), "
+        f"torch on {server.worker.threads} thread(s) each (OMP_NUM_THREADS)\n"
+    )
     server.region, server.account = args.region, args.account
     host, port = str(server.server_address[0]), int(server.server_address[1])
     version = importlib.metadata.version(PACKAGE)

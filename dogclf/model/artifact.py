@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 _MODEL = Path(__file__).resolve().parent  # dogclf/model/
 # code/<name> <- dogclf/model/<name>: the standalone files the container imports.
-CODE_FILES = ("inference.py", "preprocess.py", "network.py", "archs.py")
+CODE_FILES = ("inference.py", "preprocess.py", "network.py", "archs.py", "quantize.py")
 # No code/requirements.txt: the PyTorch inference image pip-installs one whenever it exists,
 # even comment-only, at every start (sagemaker_pytorch_serving_container/torchserve.py
 # start_torchserve -> sagemaker_inference/model_server.py _install_requirements). torch,
@@ -63,8 +63,10 @@ def write_model_dir(
     image_size: int,
     labels: list[str],
     metrics: dict[str, Any],
+    int8_model: Any = None,
 ) -> Path:
-    """model.pt, labels.json, metrics.json and code/ into `model_dir` (created if needed)."""
+    """model.pt, labels.json, metrics.json, precisions.json and code/ into `model_dir`
+    (created if needed); model_int8.pt beside them when `int8_model` is given (usable)."""
     if len(labels) != num_classes:
         raise ValueError(f"{len(labels)} labels for {num_classes} classes")
     import torch
@@ -91,11 +93,27 @@ def write_model_dir(
         tmp.write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
     with _replacing(model_dir / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=2, default=str) + "\n", encoding="utf-8")
+    _write_precisions(model_dir, int8_model, metrics.get("int8"))
     code = model_dir / "code"
     code.mkdir(exist_ok=True)
     for name in CODE_FILES:
         shutil.copyfile(_MODEL / name, code / name)
     return model_dir
+
+
+def _write_precisions(model_dir: Path, int8_model: Any, int8: dict[str, Any] | None) -> None:
+    """precisions.json: what serving may load. int8 only with its file and a measured
+    agreement at or above the threshold; a stale model_int8.pt from an earlier write goes."""
+    from dogclf.model.quantize import INT8_FILE, PRECISIONS_FILE, save_int8
+
+    usable = int8_model is not None and bool(int8 and int8.get("usable"))
+    if usable:
+        save_int8(int8_model, model_dir / INT8_FILE)
+    else:
+        (model_dir / INT8_FILE).unlink(missing_ok=True)
+    doc = {"supported": ["fp32", "bf16", *(["int8"] if usable else [])], "int8": int8}
+    with _replacing(model_dir / PRECISIONS_FILE) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
 
 
 def pack_model_dir(model_dir: Path, tar_path: Path) -> Path:

@@ -40,6 +40,7 @@ HYPERPARAMETER_FIELDS: dict[str, str] = {
     "num_workers": "num-workers",
     "amp": "amp",
     "seed": "seed",
+    "int8_min_agreement": "int8-min-agreement",
 }
 
 

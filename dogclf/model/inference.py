@@ -21,6 +21,7 @@ import base64
 import binascii
 import functools
 import json
+import logging
 import os
 import urllib.error
 import urllib.parse
@@ -34,10 +35,13 @@ from typing import Any
 import torch
 
 try:  # inside the package
-    from dogclf.model import network, preprocess
+    from dogclf.model import network, preprocess, quantize
 except ImportError:  # inside the container: code/ is on sys.path, dogclf is not
     import network  # type: ignore[no-redef]
     import preprocess  # type: ignore[no-redef]
+    import quantize  # type: ignore[no-redef]
+
+log = logging.getLogger("dogclf.inference")
 
 MODEL_FORMAT_VERSION = 1
 MB = 1024 * 1024
@@ -271,7 +275,35 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+
+
+def pick_precision(device: torch.device, precision: str, model_dir: Path) -> str:
+    """What to run: "int8", "bf16" or "fp32". "auto" on a CPU: int8 where the artifact marks
+    it usable and the CPU runs it faster than fp32 (quantize.cpu_int8_fast), else as
+    pick_dtype. int8 never on a GPU; asked for but not usable: fp32, said in the log."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision not in ("auto", "int8"):
+        return precision
+    usable = quantize.int8_usable(model_dir)
+    if device.type == "cpu" and usable and (precision == "int8" or quantize.cpu_int8_fast()):
+        return "int8"
+    if precision == "int8":
+        why = "a GPU" if device.type != "cpu" else "not usable in this artifact"
+        log.warning("int8 asked for but %s (precisions.json): serving fp32", why)
+        return "fp32"
+    return "bf16" if pick_dtype(device) == torch.bfloat16 else "fp32"
+
+
+def load_int8(model_dir: Path, image_size: int) -> torch.nn.Module | None:
+    """model_int8.pt run once on a dummy batch; None (fp32, said in the log) when this torch
+    cannot load or run it: a missing or damaged file, an older TorchScript reader."""
+    try:
+        return quantize.load_int8(model_dir / quantize.INT8_FILE, image_size)
+    except Exception as exc:  # torch.jit.load raises many kinds
+        log.warning("int8 model does not load here (%s: %s): serving fp32", type(exc).__name__, exc)
+        return None
 
 
 def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
@@ -280,6 +312,8 @@ def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     training core's frozen backbone already runs there; fp32 everywhere else."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "int8":  # the int8 network takes fp32 input
+        return torch.float32
     if precision == "bf16" or (
         precision == "auto" and device.type == "cpu" and network.cpu_has_native_bf16()
     ):
@@ -299,6 +333,7 @@ class Classifier:
         image_size: int,
         device: torch.device,
         limits: Limits,
+        precision: str | None = None,  # None: fp32 or bf16 by dtype
         dtype: torch.dtype = torch.float32,
     ) -> None:
         self.model = model
@@ -308,6 +343,7 @@ class Classifier:
         self.device = device
         self.limits = limits
         self.dtype = dtype
+        self._precision = precision
         # The eval transform in two halves (one definition, preprocess.eval_transform):
         # resize + crop in Pillow per image, normalisation once per batch.
         self.resize_crop = preprocess.resize_crop(image_size)
@@ -321,6 +357,8 @@ class Classifier:
 
     @property
     def precision(self) -> str:
+        if self._precision is not None:
+            return self._precision
         return "bf16" if self.dtype == torch.bfloat16 else "fp32"
 
     def prepare(self, data: bytes, where: str | None = None) -> torch.Tensor:
@@ -410,7 +448,8 @@ def load_classifier(
     """model.pt + labels.json -> Classifier in eval mode. Never downloads weights.
 
     `optimize`: on CPU, run a frozen TorchScript version of the network (optimize_for_cpu).
-    `precision`: "auto", "fp32" or "bf16" (pick_dtype).
+    `precision`: "auto", "fp32", "bf16" or "int8" (pick_precision); int8 runs
+    model_int8.pt and falls back to fp32 (in the log) when it does not load here.
     """
     model_dir = Path(model_dir)
     weights, labels_file = model_dir / "model.pt", model_dir / "labels.json"
@@ -429,13 +468,12 @@ def load_classifier(
     if not isinstance(labels, list) or len(labels) != num_classes:
         raise ValueError(f"{labels_file} must list {num_classes} labels")
     device = device or pick_device()
-    dtype = pick_dtype(device, precision)
-    net = network.build_model(str(checkpoint["arch"]), num_classes, pretrained=False)
-    net.load_state_dict(checkpoint["state_dict"])
-    # channels_last lets oneDNN (CPU) and cuDNN pick their fastest convolution kernels.
-    net = net.eval().to(device, dtype, memory_format=torch.channels_last)  # type: ignore[call-overload]
-    if optimize and device.type == "cpu":
-        net = optimize_for_cpu(net, int(checkpoint["image_size"]), dtype)
+    chosen = pick_precision(device, precision, model_dir)
+    image_size = int(checkpoint["image_size"])
+    int8 = load_int8(model_dir, image_size) if chosen == "int8" else None
+    chosen = "int8" if int8 is not None else "fp32" if chosen == "int8" else chosen
+    dtype = pick_dtype(device, chosen)
+    net = int8 or fp_network(checkpoint, num_classes, device, dtype, optimize)
     return Classifier(
         net,
         [str(label) for label in labels],
@@ -444,7 +482,24 @@ def load_classifier(
         device=device,
         limits=limits or Limits(),
         dtype=dtype,
+        precision=chosen,
     )
+
+
+def fp_network(
+    checkpoint: Mapping[str, Any],
+    num_classes: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    optimize: bool,
+) -> torch.nn.Module:
+    net = network.build_model(str(checkpoint["arch"]), num_classes, pretrained=False)
+    net.load_state_dict(checkpoint["state_dict"])
+    # channels_last lets oneDNN (CPU) and cuDNN pick their fastest convolution kernels.
+    net = net.eval().to(device, dtype, memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if optimize and device.type == "cpu":
+        net = optimize_for_cpu(net, int(checkpoint["image_size"]), dtype)
+    return net
 
 
 # ---------------------------------------------------------------- responses

@@ -46,7 +46,7 @@ class LocalPredictor(Predictor):
             spec = options.model or "latest"
             model_dir = stack.enter_context(open_model_dir(spec, cfg))
             with load_errors(spec):
-                classifier = load_classifier(model_dir, limits=limits)
+                classifier = load_classifier(model_dir, limits=limits, precision=s.precision)
             return cls(classifier, stack.pop_all())
 
     def predict(self, images: Sequence[bytes], top_k: int) -> list[Prediction]:

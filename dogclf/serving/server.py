@@ -1,4 +1,4 @@
-"""`dogclf serve`'s HTTP server: the SageMaker container contract plus the runtime API path.
+"""`dogclf serve`'s model server: the SageMaker container contract plus the runtime API path.
 
     GET  /ping                          200 once the model is loaded, 503 before
     POST /invocations                   the container contract; errors are 4xx JSON
@@ -6,44 +6,43 @@
                                         (AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME); the model's 4xx
                                         comes back as 424 ModelError, as from AWS
     GET  /execution-parameters          batch transform hints
-    GET  /stats                         request and batch counters (benchmarks, debugging)
+    GET  /stats                         request, response and batch counters
 
-The standard library's ThreadingHTTPServer gives one thread per connection: request threads
-parse and decode (Pillow and torch release the GIL), batcher workers run the model (one on a
-GPU; on a CPU a few, each with its share of the cores: worker_plan).
+uvicorn (h11, one event loop on its own thread) serves the ASGI app of asgi.py; decode
+threads parse and decode (Pillow and torch release the GIL), batcher workers run the model
+(one on a GPU; on a CPU a few, each with its share of the cores: worker_plan). A request
+that cannot be answered within serving.request_deadline_s is refused at once with 503 and
+Retry-After (batching.py), so the accepted ones keep a bounded latency under overload.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import os
-import re
-import sys
+import resource
+import socket
 import threading
 import time
-import traceback
-import uuid
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import torch
 
 from dogclf.errors import DogclfError
 from dogclf.model import inference
+from dogclf.serving.asgi import ServeConfig, ServingApp
 from dogclf.serving.batching import DynamicBatcher
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from dogclf.config import ServingSection
 
-RUNTIME_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
-VARIANT = "AllTraffic"
-# A body over the limit is read and dropped (keeping the connection usable) up to this
-# multiple of the limit; beyond it the connection is closed instead.
-DRAIN_FACTOR = 8
 MAX_CPU_WORKERS = 4
+# SageMaker sends SIGKILL 30 s after SIGTERM: finish within that.
+DRAIN_TIMEOUT_S = 25.0
 
 
 def worker_plan(
@@ -64,8 +63,37 @@ def worker_plan(
     return workers, threads or max(1, cpus // workers)
 
 
+@dataclass(frozen=True)
+class Admission:
+    """How much waiting the server accepts (serving.max_queue, serving.request_deadline_s)."""
+
+    max_queue: int = 256
+    deadline_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Connection limits (asgi.py's docstring says why these values)."""
+
+    keep_alive_s: float = 75.0
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One POST to /invocations: its body and headers, and when it must be answered by
+    (time.monotonic())."""
+
+    body: bytes
+    content_type: str | None
+    accept: str | None
+    attributes: str | None  # X-Amzn-SageMaker-Custom-Attributes
+    deadline: float
+
+
 class InferenceService:
-    """The model behind the server: parse -> decode (caller's thread) -> batched forward."""
+    """The model behind the server: parse -> decode (decode threads) -> batched forward."""
 
     def __init__(
         self,
@@ -78,16 +106,18 @@ class InferenceService:
         torch_threads: int | None = None,
         precision: str = "auto",
         cpus: int | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.limits = limits
         self.max_batch_size = max_batch_size
         self.max_batch_wait_ms = max_batch_wait_ms
         self.precision = precision
         self.cpus = cpus or os.cpu_count() or 1
+        self.admission = admission or Admission()
         self._plan = (workers, torch_threads)
         self.workers, self.torch_threads = 1, torch.get_num_threads()
         # Bounds concurrent decoding so 100 connections cannot starve the model of CPU.
-        self._decode_slots = threading.BoundedSemaphore(max(1, decode_threads))
+        self._decoders = ThreadPoolExecutor(max(1, decode_threads), "dogclf-decode")
         self.classifier: inference.Classifier | None = None
         self.batcher: DynamicBatcher[torch.Tensor, torch.Tensor] | None = None
         self.requests = 0
@@ -106,16 +136,22 @@ class InferenceService:
         self.workers, self.torch_threads = worker_plan(classifier.device, self.cpus, *self._plan)
         torch.set_num_threads(self.torch_threads)
         # Warm up: the first pass (and each new batch shape) builds kernels; do it now,
-        # not on the first user's request.
+        # not on the first user's request. The last pass also seeds the batcher's estimate
+        # of an image's share of a pass (admission control).
         size = classifier.image_size
+        item_s = 0.0
         for n in sorted({1, self.max_batch_size}):
+            started = time.perf_counter()
             classifier.probabilities([torch.zeros(size, size, 3, dtype=torch.uint8)] * n)
+            item_s = (time.perf_counter() - started) / n
         self.classifier = classifier
         self.batcher = DynamicBatcher(
             self._run_batch,
             max_batch_size=self.max_batch_size,
             max_wait_s=self.max_batch_wait_ms / 1000,
             workers=self.workers,
+            max_queue=self.admission.max_queue,
+            item_s=item_s,
         ).start()
         return classifier
 
@@ -123,34 +159,57 @@ class InferenceService:
         assert self.classifier is not None
         return list(self.classifier.probabilities(tensors))
 
-    def invoke(
-        self, body: bytes, content_type: str | None, accept: str | None, attributes: str | None
-    ) -> tuple[bytes, str]:
-        """One request -> (JSON body, content type); RequestError (4xx) for bad input."""
+    async def invoke(self, request: Invocation) -> tuple[bytes, str]:
+        """One request -> (JSON body, content type); RequestError (4xx) for bad input,
+        batching.Refused (503) when it could not be answered before its deadline."""
         assert self.classifier is not None and self.batcher is not None
-        with self._lock:
-            self.requests += 1
+        # Under overload most requests are refused here, on the loop, without the hop to a
+        # decode thread: the cores stay with the forward passes.
+        self.batcher.admit(1, request.deadline)
+        loop = asyncio.get_running_loop()
+        parsed, tensors = await loop.run_in_executor(self._decoders, self._prepare, request)
+        futures: list[Future[torch.Tensor]] = []
         try:
-            inference.encode_response({}, accept)  # refuse a bad Accept before any work
-            parsed = inference.parse_request(body, content_type, self.limits, attributes)
-            many = len(parsed.images) > 1
-            with self._decode_slots:
-                tensors = [
-                    self.classifier.prepare(data, f"images[{i}]" if many else None)
-                    for i, data in enumerate(parsed.images)
-                ]
-        except inference.RequestError:
-            with self._lock:
-                self.client_errors += 1
+            for tensor in tensors:
+                futures.append(self.batcher.submit(tensor, request.deadline))
+        except BaseException:
+            for future in futures:  # the queue filled up midway: none of them runs
+                future.cancel()
             raise
-        futures = [self.batcher.submit(t) for t in tensors]
-        probs = torch.stack([f.result() for f in futures])
+        probs = torch.stack([await asyncio.wrap_future(f) for f in futures])
         with self._lock:
             self.images += len(tensors)
         predictions = self.classifier.top_k(probs, parsed.top_k)
         return inference.encode_response(
-            inference.response_document(predictions, parsed.batched), accept
+            inference.response_document(predictions, parsed.batched), request.accept
         )
+
+    def _prepare(self, request: Invocation) -> tuple[inference.ParsedRequest, list[torch.Tensor]]:
+        """On a decode thread: validate, ask the batcher for room, then decode."""
+        assert self.classifier is not None and self.batcher is not None
+        with self._lock:
+            self.requests += 1
+        try:
+            inference.encode_response({}, request.accept)  # a bad Accept: before any work
+            parsed = inference.parse_request(
+                request.body, request.content_type, self.limits, request.attributes
+            )
+            if len(parsed.images) > self.admission.max_queue:  # could never be admitted
+                raise inference.PayloadTooLargeError(
+                    f"the request has {len(parsed.images)} images; this server queues at most "
+                    f"{self.admission.max_queue} (serving.max_queue)"
+                )
+            self.batcher.admit(len(parsed.images), request.deadline)  # before decoding
+            many = len(parsed.images) > 1
+            tensors = [
+                self.classifier.prepare(data, f"images[{i}]" if many else None)
+                for i, data in enumerate(parsed.images)
+            ]
+        except inference.RequestError:
+            with self._lock:
+                self.client_errors += 1
+            raise
+        return parsed, tensors
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -163,259 +222,129 @@ class InferenceService:
                 "workers": self.workers,
                 "torch_threads": self.torch_threads,
             },
+            "admission": {
+                "max_queue": self.admission.max_queue,
+                "deadline_s": self.admission.deadline_s,
+                "queued": self.batcher.queued if self.batcher else 0,
+            },
             "batching": self.batcher.stats.as_dict() if self.batcher else None,
         }
 
     def close(self) -> None:
         if self.batcher is not None:
             self.batcher.close(timeout=60)
+        self._decoders.shutdown(wait=False, cancel_futures=True)
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True  # idle keep-alive connections must not hold the exit
-    request_queue_size = 1024  # the default 5 drops connections under a burst of clients
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], service: InferenceService, access_log: bool):
-        self.service = service
-        self.access_log = access_log
-        self.draining = False
-        self.in_flight = 0
-        self._idle = threading.Condition()
-        super().__init__(address, Handler)
-
-    def begin_request(self) -> bool:
-        with self._idle:
-            if self.draining:
-                return False
-            self.in_flight += 1
-            return True
-
-    def end_request(self) -> None:
-        with self._idle:
-            self.in_flight -= 1
-            self._idle.notify_all()
-
-    def drain(self, timeout: float) -> int:
-        """Refuse new requests, wait for those in flight; returns how many never finished."""
-        with self._idle:
-            self.draining = True
-            self._idle.wait_for(lambda: self.in_flight == 0, timeout)
-            return self.in_flight
+def _listen(host: str, port: int) -> socket.socket:
+    """Bound and listening now, so the port is known (port 0) and /ping answers 503 while
+    the model loads."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)  # a burst of clients must not find the accept queue full
+    except OSError as exc:
+        sock.close()
+        raise DogclfError(
+            f"cannot listen on {host}:{port}: {exc.strerror}",
+            "pick another --port (0 = any free port), or stop what is using it",
+        ) from None
+    return sock
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: boto3 and load generators reuse connections
-    server_version = "dogclf-serve"
-    disable_nagle_algorithm = True  # headers and body go out as two writes
-    server: _HTTPServer
-
-    # ------------------------------------------------------------ routing
-
-    def do_GET(self) -> None:
-        path = urlsplit(self.path).path
-        service = self.server.service
-        if path == "/ping":
-            if service.ready and not self.server.draining:
-                self._json(200, {"status": "ok"})
-            else:
-                state = "draining" if self.server.draining else "loading"
-                self._json(503, {"status": state})
-        elif path == "/execution-parameters":
-            self._json(
-                200,
-                {
-                    "MaxConcurrentTransforms": service.max_batch_size,
-                    "BatchStrategy": "SINGLE_RECORD",
-                    "MaxPayloadInMB": max(1, service.limits.max_payload_bytes // inference.MB),
-                },
-            )
-        elif path == "/stats":
-            self._json(200, {**service.stats(), "in_flight": self.server.in_flight})
-        else:
-            self._error(404, f"no such path: GET {path}", runtime=False)
-
-    def do_POST(self) -> None:
-        path = urlsplit(self.path).path
-        match = RUNTIME_PATH.match(path)
-        if path != "/invocations" and not match:
-            self._discard_body()
-            self._error(404, f"no such path: POST {path}", runtime=False)
-            return
-        if not self.server.begin_request():
-            self.close_connection = True
-            self._error(503, "the server is shutting down", runtime=bool(match))
-            return
-        try:
-            self._invocation(runtime=bool(match))
-        finally:
-            self.server.end_request()
-
-    def _method_not_allowed(self) -> None:
-        self._discard_body()
-        self._error(405, f"{self.command} is not supported here", runtime=False)
-
-    do_PUT = do_DELETE = do_PATCH = _method_not_allowed
-
-    # ------------------------------------------------------------ invocations
-
-    def _invocation(self, runtime: bool) -> None:
-        service = self.server.service
-        body = self._read_body(service.limits.max_payload_bytes, runtime)
-        if body is None:
-            return
-        if not service.ready:
-            self._error(503, "the model is still loading; retry when /ping answers 200", runtime)
-            return
-        attributes = self.headers.get("X-Amzn-SageMaker-Custom-Attributes")
-        try:
-            payload, content_type = service.invoke(
-                body, self.headers.get("Content-Type"), self.headers.get("Accept"), attributes
-            )
-        except inference.RequestError as exc:
-            self._error(exc.status, exc.message, runtime)
-            return
-        except Exception as exc:  # a bug, not bad input: say so, keep serving
-            traceback.print_exc(file=sys.stderr)
-            self._error(500, f"internal error: {type(exc).__name__}: {exc}", runtime)
-            return
-        headers = {}
-        if attributes is not None:
-            headers["X-Amzn-SageMaker-Custom-Attributes"] = attributes
-        if runtime:
-            headers["x-Amzn-Invoked-Production-Variant"] = VARIANT
-        self._send(200, payload, content_type, headers)
-
-    def _read_body(self, limit: int, runtime: bool) -> bytes | None:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self.close_connection = True
-            self._error(
-                411, "send the body with a Content-Length (chunked is not supported)", runtime
-            )
-            return None
-        try:
-            length = int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            length = -1
-        if length < 0:
-            self.close_connection = True
-            self._error(400, "invalid Content-Length header", runtime)
-            return None
-        if length > limit:
-            if length <= DRAIN_FACTOR * limit:
-                self._discard(length)
-            else:
-                self.close_connection = True
-            self._error(413, f"request body is {length:,} bytes; the limit is {limit:,}", runtime)
-            return None
-        body = self.rfile.read(length)
-        if len(body) < length:  # the client went away mid-body
-            self.close_connection = True
-            return None
-        return body
-
-    def _discard_body(self) -> None:
-        try:
-            length = int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            length = 0
-        if 0 < length <= DRAIN_FACTOR * self.server.service.limits.max_payload_bytes:
-            self._discard(length)
-        elif length:
-            self.close_connection = True
-
-    def _discard(self, length: int) -> None:
-        while length > 0:
-            chunk = self.rfile.read(min(length, 1 << 16))
-            if not chunk:
-                self.close_connection = True
-                return
-            length -= len(chunk)
-
-    # ------------------------------------------------------------ responses
-
-    def _error(self, status: int, message: str, runtime: bool) -> None:
-        reason = HTTPStatus(status).phrase
-        document = {"error": reason, "status": status, "message": message}
-        body = json.dumps(document).encode()
-        if not runtime:
-            self._send(status, body, "application/json")
-            return
-        # What the SageMaker runtime answers when the container returned an error: 424
-        # ModelError carrying the container's status and body (botocore raises ModelError).
-        kind = "client" if status < 500 else "server"
-        error = {
-            "ErrorCode": "ModelError",
-            "OriginalStatusCode": status,
-            "OriginalMessage": body.decode(),
-            "Message": f'Received {kind} error ({status}) from primary with message "{message}".',
-        }
-        self._send(
-            424,
-            json.dumps(error).encode(),
-            "application/json",
-            {"x-amzn-ErrorType": "ModelError"},
-        )
-
-    def _json(self, status: int, document: Any) -> None:
-        self._send(status, json.dumps(document).encode(), "application/json")
-
-    def _send(
-        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        if self.server.access_log or (isinstance(code, int) and code >= 400):
-            super().log_request(code, size)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        sys.stderr.write(f"{time.strftime('%H:%M:%S')} {self.address_string()} {format % args}\n")
+def _raise_open_files_limit() -> None:
+    """Thousands of idle keep-alive connections need as many descriptors as the hard limit
+    allows, not the usual soft 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 class ModelServer:
-    """Binds at once (so /ping answers 503 while the model loads), serves on a thread."""
+    """Binds at once (so /ping answers 503 while the model loads; a clear error when the
+    port is taken), serves on a thread once started."""
 
     def __init__(
-        self, service: InferenceService, host: str, port: int, *, access_log: bool = False
+        self,
+        service: InferenceService,
+        host: str,
+        port: int,
+        *,
+        access_log: bool = False,
+        timeouts: Timeouts | None = None,
     ) -> None:
+        timeouts = timeouts or Timeouts()
         self.service = service
-        self.httpd = _HTTPServer((host, port), service, access_log)
         self.host = host
-        self.port: int = self.httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="dogclf-http"
+        self.sock = _listen(host, port)
+        self.port: int = self.sock.getsockname()[1]
+        self.app = ServingApp(
+            service, access_log=access_log, deadline_s=service.admission.deadline_s
         )
+        _raise_open_files_limit()
+        self.uvicorn = _uvicorn_server(self.app, timeouts)
+        self._thread = threading.Thread(target=self._serve, name="dogclf-http", daemon=True)
+        self._failure: BaseException | None = None
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
+    @property
+    def in_flight(self) -> int:
+        return self.app.in_flight
+
+    def _serve(self) -> None:
+        try:
+            asyncio.run(self.uvicorn.serve(sockets=[self.sock]))
+        except BaseException as exc:  # reported by start()/stop(), not lost on the thread
+            self._failure = exc
+
     def start(self) -> ModelServer:
         self._thread.start()
+        while not self.uvicorn.started and self._thread.is_alive():
+            time.sleep(0.01)
+        if not self.uvicorn.started:
+            raise DogclfError(f"the HTTP server did not start: {self._failure}")
         return self
 
-    def stop(self, drain_timeout: float = 30.0) -> int:
-        """Stop accepting, finish in-flight requests, stop the model thread.
-
-        Returns the number of requests that did not finish within `drain_timeout`.
-        """
+    def stop(self, drain_timeout: float = DRAIN_TIMEOUT_S) -> int:
+        """Stop accepting, close idle connections, finish in-flight requests, stop the model
+        threads. Returns the number of requests that did not finish within `drain_timeout`."""
+        self.app.draining = True
+        self.uvicorn.config.timeout_graceful_shutdown = max(1, round(drain_timeout))
+        self.uvicorn.should_exit = True
         if self._thread.is_alive():
-            self.httpd.shutdown()  # the accept loop ends; the listening socket stays bound...
-        self.httpd.server_close()  # ...until here, so new connections are refused now
-        unfinished = self.httpd.drain(drain_timeout)
+            self._thread.join()
+        self.sock.close()
+        unfinished = self.app.in_flight
         self.service.close()
         return unfinished
+
+
+def _uvicorn_server(app: ServingApp, timeouts: Timeouts) -> uvicorn.Server:
+    import uvicorn
+
+    config = ServeConfig(
+        app,
+        header_timeout_s=timeouts.header_timeout_s,
+        body_timeout_s=timeouts.body_timeout_s,
+        loop="asyncio",
+        lifespan="off",
+        interface="asgi3",
+        timeout_keep_alive=int(timeouts.keep_alive_s),
+        timeout_graceful_shutdown=int(DRAIN_TIMEOUT_S),
+        access_log=False,  # the app logs its own lines (errors always)
+        log_config=None,
+        log_level="warning",
+        proxy_headers=False,
+        server_header=False,
+    )
+    return uvicorn.Server(config)
 
 
 def service_from_config(
@@ -445,18 +374,9 @@ def service_from_config(
         workers=workers,
         torch_threads=torch_threads,
         precision=precision,
+        admission=Admission(serving.max_queue, serving.request_deadline_s),
     )
 
 
-def start_server(
-    service: InferenceService, host: str, port: int, *, access_log: bool = False
-) -> ModelServer:
-    """Bind and start serving (503 on /ping until `service.load`); a clear error when the
-    port is taken."""
-    try:
-        return ModelServer(service, host, port, access_log=access_log).start()
-    except OSError as exc:
-        raise DogclfError(
-            f"cannot listen on {host}:{port}: {exc.strerror}",
-            "pick another --port (0 = any free port), or stop what is using it",
-        ) from None
+def timeouts_from_config(serving: ServingSection) -> Timeouts:
+    return Timeouts(serving.keep_alive_s, serving.header_timeout_s, serving.body_timeout_s)

@@ -29,7 +29,7 @@ import contextlib
 import json
 import os
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -217,6 +217,13 @@ def _runtime_options(add: Adder) -> None:
         help="torch.compile the frozen backbone (one-off compile, then faster steps)",
     )
     add("--seed", type=int, default=0)
+    add(
+        "--int8-min-agreement",
+        type=float,
+        default=99.0,
+        help="int8 serving only when its top-1 agrees with fp32 on at least this %% of the "
+        "test split (above 100: never)",
+    )
     add("--print-freq", type=int, default=50, help="log the loss every N steps (0 = off)")
 
 
@@ -542,9 +549,69 @@ class TrainingRun:
         metrics = self.final_metrics(p, best, test)
         tarball = None
         if self.info.is_main:
-            tarball = self.write_artifact(p.parts.model, p.dataset.labels, metrics)
+            int8_model, metrics["int8"] = self.calibrate_int8(p)
+            tarball = self.write_artifact(
+                p.parts.model, p.dataset.labels, metrics, int8_model=int8_model
+            )
         distributed.barrier()
         return TrainResult(Path(self.args.model_dir), metrics, tarball)
+
+    def calibrate_int8(self, p: Prepared) -> tuple[Any, dict[str, Any]]:
+        """The tested network in int8 and what metrics.json says of it. No engine, or a
+        failure: int8 unsupported, one log line, the run goes on."""
+        from dogclf.model import quantize
+
+        info: dict[str, Any] = {"usable": False, "min_agreement": self.args.int8_min_agreement}
+        if self.stop_signal is not None:  # a stopped job has seconds left: write, no calibration
+            return None, {**info, "reason": f"stopped by {self.stop_signal}"}
+        engine = quantize.int8_engine()
+        if engine is None:
+            self.log("int8: unsupported here (no x86/fbgemm quantized engine)")
+            return None, {**info, "reason": "no x86/fbgemm quantized engine"}
+        try:
+            model, measured = self.quantize_and_compare(p, engine)
+        except Exception as exc:  # torch's quantization raises many kinds
+            self.log(f"int8: unsupported, calibration failed: {type(exc).__name__}: {exc}")
+            return None, {**info, "reason": f"calibration failed: {type(exc).__name__}"}
+        info.update(measured, engine=engine)
+        info["usable"] = info["agreement"] >= self.args.int8_min_agreement
+        self.log(
+            f"int8: top-1 agreement with fp32 {info['agreement']:.2f}% of "
+            f"{info['compared']} test images ({'usable' if info['usable'] else 'not usable'}, "
+            f"threshold {self.args.int8_min_agreement}%); calibrated on "
+            f"{info['calibration_images']} train images in {info['calibration_seconds']} s"
+        )
+        return (model if info["usable"] else None), info
+
+    def quantize_and_compare(self, p: Prepared, engine: str) -> tuple[Any, dict[str, Any]]:
+        import copy
+        import time
+
+        import torch
+
+        from dogclf.model import quantize
+        from dogclf.model.artifact import unwrap
+
+        size, samples = self.args.image_size, p.dataset.samples
+        reference = copy.deepcopy(unwrap(p.parts.model)).cpu().float().eval()
+        start = time.perf_counter()
+        calibration = eval_batches(samples["train"], size, quantize.CALIBRATION_IMAGES)
+        example = torch.zeros(1, 3, size, size)
+        within = quantize.within(calibration, quantize.CALIBRATION_BUDGET_S)
+        model, images = quantize.quantize_int8(reference, within, example, engine)
+        seconds = time.perf_counter() - start
+        test = eval_batches(samples["test"], size, quantize.AGREEMENT_IMAGES)
+        same, total = quantize.agreement(
+            reference, model, quantize.within(test, quantize.AGREEMENT_BUDGET_S)
+        )
+        return model, {
+            "agreement": round(100.0 * same / max(total, 1), 2),
+            "agreeing": same,
+            "compared": total,
+            "calibration_images": images,
+            "calibration_seconds": round(seconds, 1),
+            "file": quantize.INT8_FILE,
+        }
 
     def write_best_so_far(self, p: Prepared, epoch: int) -> None:
         """After an epoch that improved, the model dir holds its weights (test not run yet).
@@ -770,7 +837,13 @@ class TrainingRun:
             self.log(format_metric(name, record[name]))
 
     def write_artifact(
-        self, model: Any, labels: list[str], metrics: dict[str, Any], *, pack: bool = True
+        self,
+        model: Any,
+        labels: list[str],
+        metrics: dict[str, Any],
+        *,
+        pack: bool = True,
+        int8_model: Any = None,
     ) -> Path | None:
         from dogclf.model.artifact import pack_model_dir, write_model_dir
 
@@ -782,6 +855,7 @@ class TrainingRun:
             image_size=self.args.image_size,
             labels=labels,
             metrics=metrics,
+            int8_model=int8_model,
         )
         self.log(f"model written to {model_dir}" + ("" if pack else " (best so far)"))
         if self.args.pack is None or not pack:
@@ -789,6 +863,28 @@ class TrainingRun:
         tarball = pack_model_dir(model_dir, Path(self.args.pack))
         self.log(f"packed {tarball}")
         return tarball
+
+
+def eval_batches(samples: list[Any], image_size: int, limit: int) -> Iterator[Any]:
+    """At most `limit` images spread over `samples` (all classes), eval transform, in
+    batches of 32; unreadable ones left out (training already reported them). Read here,
+    not through the training loaders: calibration is no part of an epoch's data."""
+    import torch
+
+    from dogclf.training import data as data_mod
+
+    transform, draft = data_mod.eval_transform(image_size), data_mod.resize_size(image_size)
+    batch: list[Any] = []
+    for path, _ in samples[:: max(1, len(samples) // limit)][:limit]:
+        try:
+            batch.append(transform(data_mod.load_image_file(path, draft_size=draft)))
+        except (data_mod.ImageDecodeError, OSError):
+            continue
+        if len(batch) == 32:
+            yield torch.stack(batch)
+            batch = []
+    if batch:
+        yield torch.stack(batch)
 
 
 def _write_failure(message: str) -> None:
