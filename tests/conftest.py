@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from demo_support import small_demo  # noqa: F401
 
 # The serving tests' session fixtures (one model trained by the training core, one real
 # `dogclf serve`), registered here so that every test module shares the same two.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import queue
 import re
 import signal
@@ -15,8 +14,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from demo_support import SMALL, clean_env, demo
 
-SMALL = ("--classes", "3", "--images-per-class", "9", "--epochs", "2")
 STEPS = [
     "dataset",
     "emulator",
@@ -33,29 +32,11 @@ STEPS = [
 ]
 
 
-def clean_env() -> dict[str, str]:
-    """The caller's AWS and dogclf settings removed: the demo must need none of them. (The
-    suite's count of checked requests stays: the demo's requests are checked and counted.)"""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DOGCLF_"))}
-    env.update({k: v for k, v in os.environ.items() if k == "DOGCLF_CHECK_REQUESTS_LOG"})
-    env["COLUMNS"] = "200"
-    return env
-
-
-def demo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dogclf", "demo", *args],
-        cwd=cwd,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
 @pytest.mark.slow
-def test_demo_runs_every_step_and_leaves_nothing(tmp_path: Path) -> None:
-    done = demo("--json", "--workdir", str(tmp_path / "work"), *SMALL, cwd=tmp_path)
+def test_demo_runs_every_step_and_leaves_nothing(
+    small_demo: subprocess.CompletedProcess[str],
+) -> None:
+    done = small_demo
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
     assert [s["step"] for s in summary["steps"]] == STEPS

@@ -18,7 +18,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 import pytest
-from test_demo import clean_env
+from demo_support import SMALL, clean_env
 
 from dogclf.aws.session import AwsContext
 from dogclf.errors import DogclfError
@@ -164,8 +164,6 @@ def test_a_role_delay_dogclf_would_not_wait_out_is_refused(aws: Emulator) -> Non
 
 # ------------------------------------------------------------------ the whole pipeline
 
-SMALL = ("--classes", "3", "--images-per-class", "9", "--epochs", "2")
-
 
 def run_demo(tmp_path: Path, name: str, *args: str) -> dict[str, Any]:
     env = clean_env()
@@ -190,8 +188,11 @@ def unhashed(made: dict[str, list[str]]) -> dict[str, list[str]]:
 
 
 @pytest.mark.slow
-def test_the_pipeline_against_a_flaky_aws_ends_as_a_clean_run_does(tmp_path: Path) -> None:
-    clean = run_demo(tmp_path, "clean")
+def test_the_pipeline_against_a_flaky_aws_ends_as_a_clean_run_does(
+    tmp_path: Path, small_demo: subprocess.CompletedProcess[str]
+) -> None:
+    assert small_demo.returncode == 0, small_demo.stderr[-4000:]
+    clean = json.loads(small_demo.stdout)  # the session's clean run, the same size
     flaky = run_demo(tmp_path, "flaky", "--faults", "0.15")
     assert clean["ok"] and flaky["ok"], flaky["steps"]
     # Faults of every kind were injected, dozens of them, and each was ridden out.
