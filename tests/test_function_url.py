@@ -22,6 +22,7 @@ import botocore.awsrequest
 import botocore.exceptions
 import pytest
 from serving_support import Served
+from test_lambda_deploy import write_config
 from typer.testing import CliRunner
 
 from dogclf.aws.lambda_fn import URL_INVOKE_SID, URL_PERMISSION_SID
@@ -58,11 +59,6 @@ runner = CliRunner()
 def project(aws: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def write_config(root: Path, **lambda_keys: Any) -> None:
-    lines = ["[lambda]", *(f"{k} = {json.dumps(v)}" for k, v in lambda_keys.items())]
-    (root / "dogclf.toml").write_text("\n".join(lines) + "\n")
 
 
 def deploy() -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 import boto3
 import botocore.exceptions
 import pytest
+from test_lambda_deploy import write_config
 from typer.testing import CliRunner, Result
 
 from dogclf.cli import app
@@ -30,12 +31,6 @@ runner = CliRunner()
 def project(aws: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def write_config(root: Path, **lambda_keys: Any) -> None:
-    lines = ['[aws]\nbucket = "dogclf-test-bucket"\n', "[lambda]"]
-    lines += [f"{key} = {json.dumps(value)}" for key, value in lambda_keys.items()]
-    (root / "dogclf.toml").write_text("\n".join(lines) + "\n")
 
 
 def lambda_deploy(*args: str) -> Result:
