@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tarfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,14 +79,7 @@ def train_model(root: Path) -> TrainedModel:
         "--batch-size", "8", "--image-size", str(IMAGE_SIZE), "--lr", "0.01",
         "--num-workers", "0", "--patience", "0", "--pack", str(tar),
     ]  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, "-m", "dogclf.training.train", *args],
-        capture_output=True,
-        text=True,
-        env=clean_env(),
-        cwd=root,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_core(args, cwd=root)
     extracted = root / "extracted"
     with tarfile.open(tar) as archive:
         archive.extractall(extracted, filter="data")
@@ -162,10 +156,31 @@ def served(
     trained_model: TrainedModel, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Served]:
     """`dogclf serve model.tar.gz --port 0`, the real command in a child process."""
-    from dogclf.local.serve_process import start_serve
 
     log = tmp_path_factory.mktemp("serve-log") / "serve.log"
-    env = clean_env(DOGCLF_CONFIG=str(trained_model.config))
+    with serving(trained_model, log) as server:
+        yield server
+
+
+def run_core(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The training core's own entry point in a child process; it must succeed."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "dogclf.training.train", *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        cwd=cwd,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@contextmanager
+def serving(trained_model: TrainedModel, log: Path, **settings: str) -> Iterator[Served]:
+    """`dogclf serve` of the trained model with `settings` in its environment; exits 0."""
+    from dogclf.local.serve_process import start_serve
+
+    env = clean_env(DOGCLF_CONFIG=str(trained_model.config), **settings)
     process = start_serve(str(trained_model.tar), env=env, log_path=log)
     try:
         yield Served(process.url, Client(process.url), log, trained_model)

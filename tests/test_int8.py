@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from serving_support import clean_env
+from serving_support import clean_env, run_core
 
 from dogclf.config import DogclfConfig
 from dogclf.model import inference, quantize
@@ -45,14 +45,7 @@ def train(root: Path, arch: str, *extra: str) -> Path:
         "--batch-size", "16", "--image-size", "64", "--lr", "0.003", "--num-workers", "0",
         "--patience", "0", "--pack", str(root / "model.tar.gz"), *extra,
     ]  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, "-m", "dogclf.training.train", *args],
-        capture_output=True,
-        text=True,
-        env=clean_env(),
-        cwd=root,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_core(args, cwd=root)
     (root / "train.log").write_text(proc.stdout)
     return root / "model"
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from serving_support import Client, Served, TrainedModel, clean_env
+from serving_support import Client, Served, TrainedModel, serving
 
 pytestmark = pytest.mark.slow
 
@@ -30,21 +30,16 @@ def guarded(
 ) -> Iterator[Served]:
     """A real `dogclf serve` with short connection limits (set as the endpoint would:
     DOGCLF_SERVING__* in the container's environment)."""
-    from dogclf.local.serve_process import start_serve
 
     log = tmp_path_factory.mktemp("guarded") / "serve.log"
-    env = clean_env(
-        DOGCLF_CONFIG=str(trained_model.config),
+    with serving(
+        trained_model,
+        log,
         DOGCLF_SERVING__KEEP_ALIVE_S=str(KEEP_ALIVE_S),
         DOGCLF_SERVING__HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S),
         DOGCLF_SERVING__BODY_TIMEOUT_S=str(BODY_TIMEOUT_S),
-    )
-    process = start_serve(str(trained_model.tar), env=env, log_path=log)
-    try:
-        yield Served(process.url, Client(process.url), log, trained_model)
-    finally:
-        code = process.stop()
-    assert code == 0, log.read_text()[-3000:]
+    ) as server:
+        yield server
 
 
 def read_response(sock: socket.socket) -> bytes:
