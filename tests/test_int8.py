@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from serving_support import clean_env, run_core
+from serving_support import TrainedModel, clean_env, run_core, serving
 
 from dogclf.config import DogclfConfig
 from dogclf.model import inference, quantize
@@ -178,3 +178,12 @@ def test_code_inference_loads_int8_without_dogclf(resnet: Path, tmp_path: Path) 
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "int8"
+
+
+def test_serve_reads_serving_precision_from_the_config(
+    trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    # No --precision: `dogclf serve` takes serving.precision, as `predict --via local` does.
+    log = tmp_path / "serve.log"
+    with serving(trained_model, log, DOGCLF_SERVING__PRECISION="fp32") as server:
+        assert server.client.stats()["model"]["precision"] == "fp32"

@@ -68,7 +68,7 @@ WORKERS_HELP = "Forward passes run side by side \\[1 on a GPU; on a CPU one per 
 ACCESS_LOG_HELP = "Log every request (errors are always logged)."
 PRECISION_HELP = (
     "auto: int8 on an AVX2/VNNI CPU where the model marks it usable, bf16 on a CPU with "
-    "native bf16 (AVX512-BF16, AMX), else fp32."
+    "native bf16 (AVX512-BF16, AMX), else fp32 \\[serving.precision]."
 )
 
 
@@ -84,7 +84,7 @@ def serve(
     torch_threads: int | None = typer.Option(
         None, min=1, help="Threads of one forward pass \\[CPUs / workers]."
     ),
-    precision: Precision = typer.Option(Precision.auto, help=PRECISION_HELP),
+    precision: Precision | None = typer.Option(None, help=PRECISION_HELP),
     access_log: bool = typer.Option(False, "--access-log", help=ACCESS_LOG_HELP),
 ) -> None:
     """Serve a model over HTTP: GET /ping, POST /invocations, POST /endpoints/NAME/invocations.
@@ -109,7 +109,7 @@ def serve(
         decode_threads=decode_threads,
         workers=workers,
         torch_threads=torch_threads,
-        precision=precision.value,
+        precision=precision.value if precision is not None else cfg.serving.precision,
     )
     server = ModelServer(
         service,
