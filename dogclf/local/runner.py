@@ -197,20 +197,8 @@ def run_job(
     if spec.instance_count < 1:
         raise DogclfError(f"instance_count must be >= 1, got {spec.instance_count}")
     job_dir = Path(workdir).resolve() / spec.job_name
-    hosts = [f"algo-{i + 1}" for i in range(spec.instance_count)]
-    layouts = [HostLayout(job_dir / host) for host in hosts]
-    setup = HostSetup(
-        hyperparameters=spec.hyperparameters,
-        input_data_config=spec.input_data_config,
-        channels=spec.channels,
-        hosts=hosts,
-        instance_type=spec.instance_type,
-        code_archive=spec.code_archive,
-    )
+    hosts, layouts = _lay_out_hosts(spec, job_dir)
     store = job_dir / "checkpoints"  # plays CheckpointConfig.S3Uri
-    for layout, host in zip(layouts, hosts, strict=True):
-        prepare_host(layout, setup, host)
-        _copy_tree(store, layout.checkpoints)
     log_path = job_dir / "training.log"
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     procs: dict[str, subprocess.Popen[str]] = {}
@@ -253,6 +241,24 @@ def run_job(
     metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else {}
     code = max(codes.values(), key=abs, default=0)
     return LocalJobResult(job_dir, model_dir, model_tar, metrics, log_path, code, stopped)
+
+
+def _lay_out_hosts(spec: JobSpec, job_dir: Path) -> tuple[list[str], list[HostLayout]]:
+    """algo-1..N, each base dir laid out from the request, with the job's checkpoints."""
+    hosts = [f"algo-{i + 1}" for i in range(spec.instance_count)]
+    layouts = [HostLayout(job_dir / host) for host in hosts]
+    setup = HostSetup(
+        hyperparameters=spec.hyperparameters,
+        input_data_config=spec.input_data_config,
+        channels=spec.channels,
+        hosts=hosts,
+        instance_type=spec.instance_type,
+        code_archive=spec.code_archive,
+    )
+    for layout, host in zip(layouts, hosts, strict=True):
+        prepare_host(layout, setup, host)
+        _copy_tree(job_dir / "checkpoints", layout.checkpoints)
+    return hosts, layouts
 
 
 def _copy_tree(source: Path, target: Path) -> None:
