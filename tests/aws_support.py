@@ -80,6 +80,13 @@ def make_project(tmp_path: Path, emulator: Emulator, monkeypatch: Any) -> Projec
     return Project(tmp_path, emulator, CliRunner())
 
 
+def uploaded_project(tmp_path: Path, emulator: Emulator, monkeypatch: Any) -> Project:
+    """make_project, with its dataset already in S3 through `dogclf upload`."""
+    project = make_project(tmp_path, emulator, monkeypatch)
+    assert project.run("upload", "data").exit_code == 0
+    return project
+
+
 def put_model(project: Project, key: str = "models/manual/model.tar.gz") -> str:
     """A stand-in model.tar.gz in S3 (deploy only passes its URI to SageMaker)."""
     s3 = boto3.client("s3")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from aws_support import BUCKET, ROLE, Project, make_project, resources
+from aws_support import BUCKET, ROLE, Project, resources, uploaded_project
 
 from dogclf.aws.artifacts import read_latest
 from dogclf.aws.instance_gpus import GPU_COUNTS, gpu_count, wants_torchrun
@@ -35,9 +35,7 @@ SPOT_2 = {
 
 @pytest.fixture
 def project(aws: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
-    project = make_project(tmp_path, aws, monkeypatch)
-    assert project.run("upload", "data").exit_code == 0
-    return project
+    return uploaded_project(tmp_path, aws, monkeypatch)
 
 
 def only_job() -> dict:

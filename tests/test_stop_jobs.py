@@ -13,7 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
-from aws_support import BUCKET, ROLE, Project, make_project, resources
+from aws_support import BUCKET, ROLE, Project, resources, uploaded_project
 
 from dogclf.aws.artifacts import read_latest
 from dogclf.aws.session import AwsContext
@@ -24,9 +24,7 @@ from dogclf.local.moto_ext import enable_training_runtime
 
 @pytest.fixture
 def project(aws: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
-    project = make_project(tmp_path, aws, monkeypatch)
-    assert project.run("upload", "data").exit_code == 0
-    return project
+    return uploaded_project(tmp_path, aws, monkeypatch)
 
 
 def sm() -> Any:

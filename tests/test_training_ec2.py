@@ -35,14 +35,10 @@ num_workers = 0
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    for var in list(os.environ):
-        if var.startswith("DOGCLF_"):
-            monkeypatch.delenv(var)
-    (tmp_path / "dogclf.toml").write_text(CONFIG)
-    make_dataset(tmp_path / "data", classes=3, per_class=8, size_range=(40, 60), seed=2)
-    return tmp_path
+def project(workdir: Path) -> Path:
+    (workdir / "dogclf.toml").write_text(CONFIG)
+    make_dataset(workdir / "data", classes=3, per_class=8, size_range=(40, 60), seed=2)
+    return workdir
 
 
 def upload_dataset(root: Path) -> int:
