@@ -33,6 +33,15 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return match["bucket"], match["key"] or ""
 
 
+def head_object(ctx: AwsContext, uri: str) -> dict[str, Any] | None:
+    """HeadObject of an s3:// URI: its metadata, or None when there is no such object."""
+    bucket, key = parse_s3_uri(uri)
+    found: dict[str, Any] | None = get_or_none(
+        f"check {uri}", ctx.client("s3").head_object, Bucket=bucket, Key=key
+    )
+    return found
+
+
 @dataclass
 class LatestModel:
     model_data: str  # s3://.../model.tar.gz
@@ -82,9 +91,7 @@ def resolve_model_uri(ctx: AwsContext, cfg: DogclfConfig, model: str | None) -> 
             )
         return latest.model_data
     assert model is not None
-    bucket, key = parse_s3_uri(model)
-    found = get_or_none(f"check {model}", ctx.client("s3").head_object, Bucket=bucket, Key=key)
-    if found is None:
+    if head_object(ctx, model) is None:
         raise NotFoundError(f"{model} does not exist", "check the URI with `aws s3 ls`")
     return model
 
@@ -137,8 +144,7 @@ def plan_publish(
     """publish_model as two plan steps, the upload and the pointer, each a no-op when S3
     already has it. `reuse`: `tarball` is the one an earlier run made (not rebuilt now), so
     an object of its size is that upload; `metrics` is read when the pointer step runs."""
-    bucket, key = parse_s3_uri(model_uri)
-    head = get_or_none(f"check {model_uri}", ctx.client("s3").head_object, Bucket=bucket, Key=key)
+    head = head_object(ctx, model_uri)
     same = reuse and head is not None and int(head["ContentLength"]) == tarball.stat().st_size
     if same:
         plan.add(Action.NOOP, "s3 object", model_uri, "model.tar.gz already uploaded")

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dogclf.aws.artifacts import LatestModel, parse_s3_uri, publish_model
+from dogclf.aws.artifacts import LatestModel, head_object, parse_s3_uri, publish_model
 from dogclf.aws.instance_gpus import wants_torchrun
 from dogclf.aws.jobs_in_flight import TRAINING, in_flight
 from dogclf.aws.jobs_in_flight import JobKind as InFlightKind
@@ -80,7 +80,7 @@ def plan_source(plan: Plan, ctx: AwsContext, cfg: DogclfConfig) -> str:
     uri = cfg.s3_prefix("code", bundle.digest, "sourcedir.tar.gz")
     bucket, key = parse_s3_uri(uri)
     s3 = ctx.client("s3")
-    if get_or_none(f"check {uri}", s3.head_object, Bucket=bucket, Key=key) is not None:
+    if head_object(ctx, uri) is not None:
         plan.add(Action.NOOP, "training code", uri, f"{len(bundle.files)} files, unchanged")
     else:
         plan.add(

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dogclf.aws.artifacts import parse_s3_uri
-from dogclf.aws.session import AwsContext, aws_errors, call, get_or_none, tag_list
+from dogclf.aws.artifacts import head_object
+from dogclf.aws.session import AwsContext, aws_errors, call, tag_list
 from dogclf.aws.training_jobs import (
     JobKind,
     describe_training_job,
@@ -232,7 +232,7 @@ def best_job(ctx: AwsContext, description: dict[str, Any]) -> BestJob:
             continue
         job = describe_training_job(ctx, trial["TrainingJobName"])
         model_data = job.get("ModelArtifacts", {}).get("S3ModelArtifacts", "")
-        if model_data and _exists(ctx, model_data):
+        if model_data and head_object(ctx, model_data) is not None:
             return BestJob(
                 tuning_job=name,
                 training_job=trial["TrainingJobName"],
@@ -269,9 +269,3 @@ def ranked_trials(ctx: AwsContext, description: dict[str, Any]) -> list[dict[str
         ):
             trials += [t for t in page["TrainingJobSummaries"] if _OBJECTIVE in t]
     return trials
-
-
-def _exists(ctx: AwsContext, uri: str) -> bool:
-    bucket, key = parse_s3_uri(uri)
-    head = ctx.client("s3").head_object
-    return get_or_none(f"check {uri}", head, Bucket=bucket, Key=key) is not None
