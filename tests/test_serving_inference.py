@@ -267,6 +267,23 @@ def test_precision_auto_is_bf16_only_on_a_cpu_that_multiplies_it(
         inference.pick_dtype(cpu, "fp16")
 
 
+def test_each_model_server_worker_loads_onto_the_gpu_its_context_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No GPU here: torch.cuda's two queries are patched to a 4-GPU host (a mock, since no
+    # real GPU can run here); the device is only chosen, nothing is loaded onto it.
+    from types import SimpleNamespace
+
+    assert inference.pick_device(SimpleNamespace(system_properties={"gpu_id": 2})).type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    worker = SimpleNamespace(system_properties={"gpu_id": 2, "model_dir": "/opt/ml/model"})
+    assert inference.pick_device(worker) == torch.device("cuda:2")
+    assert inference.pick_device(SimpleNamespace(system_properties={"gpu_id": "3"})).index == 3
+    assert inference.pick_device(None) == torch.device("cuda")  # dogclf serve: no context
+    assert inference.pick_device(SimpleNamespace(system_properties={})) == torch.device("cuda")
+
+
 def test_bf16_and_fp32_give_the_same_answers(trained_model: TrainedModel) -> None:
     images = [image.read_bytes() for image, _ in trained_model.test_images()]
     answers = {}

@@ -271,8 +271,19 @@ def parse_request(
 # ---------------------------------------------------------------- the model
 
 
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def pick_device(context: Any = None) -> torch.device:
+    """The GPU a model server's worker was given, else the first GPU, else the CPU.
+
+    TorchServe runs one worker process per GPU on a multi-GPU instance and tells each its
+    own in the context (system_properties["gpu_id"], as its base handler reads it); without
+    that every worker would load its copy onto GPU 0 and leave the others idle."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    properties = getattr(context, "system_properties", None) or {}
+    gpu_id = properties.get("gpu_id") if isinstance(properties, dict) else None
+    if gpu_id is None or not str(gpu_id).isdigit():
+        return torch.device("cuda")
+    return torch.device(f"cuda:{int(gpu_id) % torch.cuda.device_count()}")
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
@@ -526,7 +537,7 @@ def _container_limits() -> Limits:
 
 
 def model_fn(model_dir: str, context: Any = None) -> Classifier:
-    return load_classifier(model_dir, limits=_container_limits())
+    return load_classifier(model_dir, device=pick_device(context), limits=_container_limits())
 
 
 def input_fn(request_body: Any, request_content_type: str, context: Any = None) -> Any:
