@@ -324,3 +324,22 @@ def test_access_denied_names_the_missing_action(project: Project, aws: Emulator)
     ]
     assert "Traceback" not in result.output
     assert model_names() == []
+
+
+def test_a_gpu_type_moto_does_not_list_deploys_as_on_aws(project: Project) -> None:
+    # moto 5.2.5's own list ends before ml.g5; the emulator checks botocore's enum instead
+    # (moto_ext/instance_types.py), so what AWS accepts deploys and what it lacks is refused.
+    uri = put_model(project)
+    out = deploy(project, "--model", uri, env={"DOGCLF_ENDPOINT__INSTANCE_TYPE": "ml.g5.xlarge"})
+    assert out["status"] == "InService" and "gpu" in out["image"]
+    (variant,) = sm().describe_endpoint_config(EndpointConfigName=out["endpoint_config"])[
+        "ProductionVariants"
+    ]
+    assert variant["InstanceType"] == "ml.g5.xlarge"
+    with pytest.raises(botocore.exceptions.ClientError, match="ProductionVariantInstanceType"):
+        sm().create_endpoint_config(
+            EndpointConfigName="not-a-type",
+            ProductionVariants=[
+                {"VariantName": "v", "ModelName": out["model"], "InstanceType": "ml.x9.large"}
+            ],
+        )
