@@ -9,6 +9,8 @@ and what it overrides:
 - sagemaker_lifecycle: scripted statuses (a POST route), DescribeTrainingJob and
   DescribeEndpoint stepping through them, Create/DeleteEndpoint overridden for scripts,
   UpdateEndpoint and StopTrainingJob added;
+- instance_types: CreateEndpointConfig checks InstanceType against botocore's enum, not
+  moto's shorter list (which refuses ml.g5 and every newer family);
 - training_runtime: CreateTrainingJob overridden (keeps MetricDefinitions, starts a
   scripted job, or really runs the job through dogclf/local/job_executor.py once enabled);
 - tuning: a tuning job starts training jobs and reports the best one; lists and stops them;
@@ -32,6 +34,7 @@ from __future__ import annotations
 from dogclf.local.moto_ext import (
     faults,
     function_urls,
+    instance_types,
     lambda_concurrency,
     lambda_runtime,
     s3_policy,
@@ -77,6 +80,7 @@ def install() -> None:
     check_pins(("moto",))
     for module in (
         sagemaker_lifecycle,
+        instance_types,
         training_runtime,
         tuning,
         lambda_concurrency,
