@@ -1,24 +1,33 @@
-"""Training images/s of the training core against a reference-style loop, same run, same data.
+"""Training speed of the training core against a reference-style loop, same run, same data.
 
 In one run, on generated 300-700 px JPEGs (the sizes of dogImages photos), resnet50 with a
 frozen backbone (random weights: ImageNet weights cannot be fetched here, and the speed is
 the same):
-  core      what `main(args)` builds for the default `[training]` config (TrainingRun.prepare:
-            data loaders, the frozen-backbone fast path, AdamW; AMP on GPU, bf16 backbone on a
-            CPU with native bf16), stepped by engine.train_one_epoch
+
+1. per training step, without the feature cache (issue 3's figure, target >= 2x):
+  core      what `main(args)` builds for the default `[training]` config with
+            `feature_cache = false` (TrainingRun.prepare: data loaders, the frozen-backbone
+            fast path, AdamW; AMP on GPU, bf16 backbone on a CPU with native bf16), stepped
+            by engine.train_one_epoch
   baseline  a loop written like the reference project: ImageFolder + PIL Resize((224, 224)) +
             ToTensor + Normalize, DataLoader(shuffle=True) with default settings (no workers),
             resnet50 with requires_grad=False on the backbone and fc 2048-128-133, Adam,
             model.train(), fp32, running loss and accuracy per step
-Each side starts one epoch and runs --warmup batches; then each round times the next
---batches batches of each side (the same number of images for both), alternating which
-side goes first; the ratio is the median of the per-round ratios. "loader share" is the
-part of the step time spent waiting for the next batch. The core's precision is in its
-`run:` line (bfloat16-backbone, bfloat16-autocast on GPU, or fp32).
-Target (issue 3): core >= 2x baseline (2-core CPU); on a GPU also read images/s with AMP and
-the loader share (e.g. --batch-size 128 --batches 20).
+  Each side starts one epoch and runs --warmup batches; then each round times the next
+  --batches batches of each side, alternating which side goes first; the ratio is the
+  median of the per-round ratios. "loader share" is the time spent waiting for a batch.
+2. a whole --epochs run (issue 14, target >= 10x): the baseline's loop for every epoch (train,
+  then valid, saving the model when valid loss improved, as the reference did) against
+  `main(args)` with the default config (the feature cache on: one backbone pass per image,
+  then epochs on the features; int8 calibration off, the reference has none), then
+  `main(args)` again on the same cache (reused). Also: the cache pass's images/s against the
+  reference's (target >= 2x).
+3. accuracy with and without the cache on generated data (resnet18 at 64 px, random weights,
+  its own generated set): `main(args)` with feature_cache false, with the cache (augment_views
+  0, the default) and with --views random views; target: with the cache within 2 points.
 
-Run: python bench/train_throughput.py [--rounds 5] [--batches 2] [--batch-size 64] [--amp false]
+Run: python bench/train_throughput.py [--rounds 5] [--batches 2] [--batch-size 64]
+     [--epochs 10] [--amp false] [--parts 1,2,3]
 """
 
 from __future__ import annotations
@@ -35,7 +44,10 @@ from typing import Any
 
 from machine import load, torch_line
 
-TARGET_RATIO = 2.0
+TARGET_RATIO = 2.0  # training step, without the cache
+TARGET_RUN_RATIO = 10.0  # a whole --epochs run, the cache on
+TARGET_CACHE_RATE = 2.0  # the cache pass's images/s against the reference's
+TARGET_ACCURACY_POINTS = 2.0
 CLASSES = 16  # the breeds make_dataset can draw; the baseline's head still has 133 outputs
 
 
@@ -61,13 +73,15 @@ def make_data(root: Path, train_images: int) -> Path:
 # ---------------------------------------------------------------- the core
 
 
-def core_argv(data: Path, out: Path, args: argparse.Namespace) -> list[str]:
-    """The default [training] config as a SageMaker job would pass it, minus the download."""
+def core_argv(data: Path, out: Path, args: argparse.Namespace, **changes: str) -> list[str]:
+    """The default [training] config as a SageMaker job would pass it, minus the download;
+    `changes` replace hyperparameters (`feature_cache="false"`)."""
     from dogclf.config import TrainingSection
     from dogclf.model.hyperparameters import hyperparameters_argv, hyperparameters_from_config
 
     hps = hyperparameters_from_config(TrainingSection())
     hps.update({"pretrained": "false", "batch-size": str(args.batch_size)})
+    hps.update({k.replace("_", "-"): v for k, v in changes.items()})
     if args.amp is not None:
         hps["amp"] = args.amp
     if args.num_workers is not None:
@@ -85,7 +99,8 @@ class Core:
     def __init__(self, data: Path, out: Path, args: argparse.Namespace) -> None:
         from dogclf.training import distributed, train
 
-        targs = train.parse_args(core_argv(data, out, args), environ={})
+        argv = core_argv(data, out, args, feature_cache="false")
+        targs = train.parse_args(argv, environ={})
         device = distributed.device_for(targs.device, 0)
         hooks = train.Hooks(log=lambda line: print(f"  core: {line}", flush=True))
         self.run = train.TrainingRun(targs, hooks, device, distributed.setup(device))
@@ -137,6 +152,8 @@ class Baseline:
         )
         train_data = datasets.ImageFolder(str(data / "train"), transform=transform)
         self.loader = torch.utils.data.DataLoader(train_data, batch_size=batch_size, shuffle=True)
+        valid_data = datasets.ImageFolder(str(data / "valid"), transform=transform)
+        self.valid = torch.utils.data.DataLoader(valid_data, batch_size=batch_size)
         torch.manual_seed(0)
         model = models.resnet50(weights=None)  # the reference: pretrained=True
         for param in model.parameters():
@@ -156,6 +173,26 @@ class Baseline:
         seen, waited = self.steps(islice(self.batches_left, batches))  # .item() syncs each step
         seconds = time.perf_counter() - started
         return Round(seen / seconds, waited / seconds)
+
+    def whole_run(self, epochs: int, out: Path) -> tuple[float, int]:
+        """`epochs` epochs as the reference ran them: train, valid, save when valid loss
+        improved; (seconds, images the backbone ran over)."""
+        import torch
+
+        started, images, best = time.perf_counter(), 0, float("inf")
+        for _ in range(epochs):
+            images += self.steps(self.loader)[0]
+            self.model.eval()
+            valid_loss = 0.0
+            with torch.no_grad():
+                for inputs, labels in self.valid:
+                    inputs, labels = inputs.to(self.device), labels.to(self.device)
+                    valid_loss += self.criterion(self.model(inputs), labels).item()
+                    images += inputs.size(0)
+            if valid_loss < best:
+                best = valid_loss
+                torch.save(self.model.state_dict(), out / "model_transfer.pt")
+        return time.perf_counter() - started, images
 
     def steps(self, loader: Any) -> tuple[int, float]:
         import torch
@@ -179,10 +216,103 @@ class Baseline:
         return seen, waited
 
 
+# ---------------------------------------------------------------- whole runs
+
+
+def core_run(argv: list[str]) -> tuple[float, dict[str, Any]]:
+    """`main(args)` as train-ec2 runs it; (wall seconds, metrics.json)."""
+    from dogclf.training import train
+
+    started = time.perf_counter()
+    result = train.main(
+        train.parse_args(argv, environ={}),
+        train.Hooks(log=lambda line: print(f"  core: {line}", flush=True)),
+    )
+    return time.perf_counter() - started, result.metrics
+
+
+def whole_runs(data: Path, tmp: Path, args: argparse.Namespace, baseline: Baseline) -> list[bool]:
+    """Part 2: the reference's --epochs loop against dogclf's run (cache built, then reused)."""
+    (tmp / "ref").mkdir()
+    ref_s, ref_images = baseline.whole_run(args.epochs, tmp / "ref")
+    ref_rate = ref_images / ref_s
+    print(f"  reference loop: {args.epochs} epochs in {ref_s:.1f} s ({ref_rate:.2f} images/s)")
+    runs = []
+    for name in ("built", "reused"):
+        argv = core_argv(
+            data, tmp / name, args, epochs=str(args.epochs), patience="0",
+            int8_min_agreement="101",  # the reference has no int8 step
+        )  # fmt: skip
+        argv += ["--feature-cache-dir", str(tmp / "feature-cache")]
+        runs.append(core_run(argv))
+        print(f"  dogclf ({name}): {runs[-1][0]:.1f} s, load average {load()}", flush=True)
+    (built_s, built), (reused_s, reused) = runs
+    cache = built["feature_cache"]
+    epochs_s = sum(h["seconds"] for h in built["history"])
+    print()
+    print(f"{'whole run, ' + str(args.epochs) + ' epochs':<44}{'seconds':>10}{'ratio':>10}")
+    print(f"{'reference-style loop':<44}{ref_s:>10.1f}")
+    for label, seconds in (("dogclf, cache built", built_s), ("dogclf, cache reused", reused_s)):
+        print(f"{label:<44}{seconds:>10.1f}{ref_s / seconds:>9.1f}x")
+    print(
+        f"  dogclf built run: cache pass {cache['seconds']:.1f} s ({cache['images']} images, "
+        f"{cache['images_per_s']:.2f}/s), {args.epochs} epochs {epochs_s:.2f} s; reused run: "
+        f"{reused['feature_cache']['status']}, same key: "
+        f"{reused['feature_cache']['key'] == cache['key']}"
+    )
+    cache_ratio = cache["images_per_s"] / ref_rate
+    checks = [
+        verdict("whole run, reference / dogclf (built)", ref_s / built_s, TARGET_RUN_RATIO),
+        verdict("cache pass / reference images/s", cache_ratio, TARGET_CACHE_RATE),
+        reused["feature_cache"]["status"] == "reused",
+    ]
+    return checks
+
+
+def verdict(label: str, value: float, target: float) -> bool:
+    ok = value >= target
+    print(f"{label}: {value:.2f}x (target >= {target:g}x) {'OK' if ok else 'BELOW TARGET'}")
+    return ok
+
+
+def accuracy_runs(tmp: Path, args: argparse.Namespace) -> list[bool]:
+    """Part 3: test accuracy without the cache, with it, and with --views random views."""
+    from dogclf.training.synthetic import make_dataset
+
+    data = make_dataset(
+        tmp / "acc-data", classes=CLASSES, per_class=args.accuracy_per_class,
+        size_range=(64, 128), seed=2,
+    )  # fmt: skip
+    common = {"arch": "resnet18", "image_size": "64", "epochs": str(args.epochs)}
+    common.update(patience="0", int8_min_agreement="101", lr="0.003")
+    settings = {
+        "without the cache": {"feature_cache": "false"},
+        "cache, augment_views 0 (default)": {"augment_views": "0"},
+        f"cache, augment_views {args.views}": {"augment_views": str(args.views)},
+    }
+    results: dict[str, float] = {}
+    for i, (label, extra) in enumerate(settings.items()):
+        argv = core_argv(data, tmp / f"acc-{i}", args, **common, **extra)
+        seconds, metrics = core_run(argv)
+        results[label] = metrics["test"]["accuracy"] * 100
+        print(f"  {label}: test accuracy {results[label]:.2f}% in {seconds:.1f} s", flush=True)
+    print()
+    print(f"{'accuracy (resnet18, 64 px, random weights)':<44}{'test %':>10}")
+    for label, value in results.items():
+        print(f"{label:<44}{value:>10.2f}")
+    base, cached = results["without the cache"], results["cache, augment_views 0 (default)"]
+    ok = abs(cached - base) <= TARGET_ACCURACY_POINTS or cached > base
+    print(
+        f"cache (default) vs without: {cached - base:+.2f} points "
+        f"(target within {TARGET_ACCURACY_POINTS:g}) {'OK' if ok else 'BELOW TARGET'}"
+    )
+    return [ok]
+
+
 # ---------------------------------------------------------------- main
 
 
-def main() -> int:
+def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5, help="alternating measurement rounds")
     parser.add_argument("--batches", type=int, default=2, help="timed batches per round and side")
@@ -191,11 +321,21 @@ def main() -> int:
     parser.add_argument("--amp", choices=("true", "false"), help="core: override the config's amp")
     parser.add_argument("--num-workers", type=int, help="core: override the loader workers")
     parser.add_argument("--compile", action="store_true", help="core: torch.compile the backbone")
-    args = parser.parse_args()
+    parser.add_argument("--epochs", type=int, default=10, help="whole runs (parts 2 and 3)")
+    parser.add_argument("--views", type=int, default=2, help="part 3: augment_views to compare")
+    parser.add_argument("--accuracy-per-class", type=int, default=60, help="part 3's images")
+    parser.add_argument(
+        "--parts", default="1,2,3", help="which parts to run, e.g. 1,2 (3 has its own data)"
+    )
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse()
 
     import torch
 
-    from dogclf.training.frozen import cpu_has_native_bf16
+    from dogclf.model.network import cpu_has_native_bf16
 
     cuda = torch.cuda.is_available()
     hardware = (
@@ -215,29 +355,43 @@ def main() -> int:
         epoch = args.warmup + args.rounds * args.batches  # batches: one epoch, no restarts
         data = make_data(Path(tmp), epoch * args.batch_size)
         print(f"  generated {data} in {time.perf_counter() - started:.0f} s", flush=True)
-        core = Core(data, Path(tmp), args)
-        baseline = Baseline(data, args.batch_size, core.run.device)
-        results: dict[str, list[Round]] = {"core": [], "baseline": []}
-        sides: dict[str, Core | Baseline] = {"core": core, "baseline": baseline}
-        for name, side in sides.items():
-            started = time.perf_counter()
-            side.start(args.warmup)  # with --compile, the core compiles here
-            print(f"  {name} warm-up: {time.perf_counter() - started:.1f} s", flush=True)
-        for r in range(args.rounds):
-            # Alternate the order: a burst of other load on the machine hits both sides alike.
-            order = ("core", "baseline") if r % 2 == 0 else ("baseline", "core")
-            for name in order:
-                results[name].append(sides[name].round(args.batches))
-            c, b = results["core"][-1], results["baseline"][-1]
-            print(
-                f"  round {r + 1}: core {c.images_per_s:.2f}/s (loader {c.loader_share:.0%}), "
-                f"baseline {b.images_per_s:.2f}/s (loader {b.loader_share:.0%}), "
-                f"ratio {c.images_per_s / b.images_per_s:.2f}x, load average {load()}",
-                flush=True,
-            )
+        parts = set(args.parts.split(","))
+        checks: list[bool] = []
+        if parts & {"1", "2"}:
+            core = Core(data, Path(tmp), args)
+            baseline = Baseline(data, args.batch_size, core.run.device)
+        if "1" in parts:
+            checks.append(per_step(args, core, baseline))
+        if "2" in parts:
+            checks += whole_runs(data, Path(tmp), args, baseline)
+        if "3" in parts:
+            checks += accuracy_runs(Path(tmp), args)
+    print(f"load average at end: {load()} (other work on this machine skews all figures)")
+    return 0 if all(checks) else 1
 
+
+def per_step(args: argparse.Namespace, core: Core, baseline: Baseline) -> bool:
+    """Part 1: images/s of one training step, rounds alternating the sides."""
+    results: dict[str, list[Round]] = {"core": [], "baseline": []}
+    sides: dict[str, Core | Baseline] = {"core": core, "baseline": baseline}
+    for name, side in sides.items():
+        started = time.perf_counter()
+        side.start(args.warmup)  # with --compile, the core compiles here
+        print(f"  {name} warm-up: {time.perf_counter() - started:.1f} s", flush=True)
+    for r in range(args.rounds):
+        # Alternate the order: a burst of other load on the machine hits both sides alike.
+        order = ("core", "baseline") if r % 2 == 0 else ("baseline", "core")
+        for name in order:
+            results[name].append(sides[name].round(args.batches))
+        c, b = results["core"][-1], results["baseline"][-1]
+        print(
+            f"  round {r + 1}: core {c.images_per_s:.2f}/s (loader {c.loader_share:.0%}), "
+            f"baseline {b.images_per_s:.2f}/s (loader {b.loader_share:.0%}), "
+            f"ratio {c.images_per_s / b.images_per_s:.2f}x, load average {load()}",
+            flush=True,
+        )
     print()
-    print(f"{'training step (median of rounds)':<36}{'images/s':>10}{'loader share':>14}")
+    print(f"{'training step, no cache (median)':<36}{'images/s':>10}{'loader share':>14}")
     for name, label in (("core", "dogclf core"), ("baseline", "baseline (reference-style)")):
         rows = results[name]
         print(
@@ -248,13 +402,7 @@ def main() -> int:
         c.images_per_s / b.images_per_s
         for c, b in zip(results["core"], results["baseline"], strict=True)
     )
-    ok = ratio >= TARGET_RATIO
-    print(
-        f"core / baseline: {ratio:.2f}x (target >= {TARGET_RATIO:g}x) "
-        f"{'OK' if ok else 'BELOW TARGET'}"
-    )
-    print(f"load average at end: {load()} (other work on this machine skews all figures)")
-    return 0 if ok else 1
+    return verdict("training step, core / baseline", ratio, TARGET_RATIO)
 
 
 if __name__ == "__main__":

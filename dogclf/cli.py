@@ -7,6 +7,7 @@ imports what it needs inside its function, so `dogclf --help` is fast.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -39,6 +40,12 @@ class DogclfGroup(TyperGroup):
         except DogclfError as exc:
             _report(ctx, exc.message, exc.hint, exc)
             raise typer.Exit(exc.exit_code) from None
+        except BrokenPipeError:
+            # The reader went away (`dogclf demo --help | head`): stop quietly, exit 1, as rich
+            # does for what its consoles print; stdout pointed at nothing so the interpreter's
+            # final flush cannot fail too.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             from dogclf.commands.in_flight import interrupted_message
 
@@ -89,6 +96,14 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _no_color(value: bool) -> None:
+    # Eager, so that `dogclf --no-color --help` is plain too.
+    if value:
+        from dogclf import render
+
+        render.no_color()
+
+
 @app.callback()
 def _global(
     ctx: typer.Context,
@@ -102,6 +117,13 @@ def _global(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+    no_color: bool = typer.Option(
+        False,
+        "--no-color",
+        callback=_no_color,
+        is_eager=True,
+        help="No colour in the output (so does NO_COLOR=1). Off a terminal there is none anyway.",
     ),
 ) -> None:
     ctx.obj = State(config, debug)
@@ -117,6 +139,7 @@ def _register() -> None:
         "train_cmds",
         "stop_cmd",
         "train_ec2_cmd",
+        "report_cmd",
         "deploy_cmds",
         "lambda_cmds",
         "predict_cmd",

@@ -41,6 +41,7 @@ NON_CONFIG_ENV = {
     "DOGCLF_CHECK_REQUESTS",  # dogclf/aws/request_check.py
     "DOGCLF_CHECK_REQUESTS_LOG",
     "DOGCLF_ROLE_WAIT_S",  # dogclf/aws/session.py
+    "DOGCLF_TRAINING_REPORT",  # dogclf/training/report.py
 }
 
 SAGEMAKER_INSTANCE = re.compile(r"^ml\.[a-z][a-z0-9-]*\.[0-9]*(x?large|medium|small|metal)$")
@@ -174,6 +175,17 @@ class TrainingSection(Section):
     )
     pretrained: bool = Field(True, description="start from ImageNet weights (downloaded on AWS)")
     freeze_backbone: bool = Field(True, description="train only the new classification head")
+    feature_cache: bool = Field(
+        True,
+        description="frozen backbone: its features computed once per image and view, reused "
+        "every epoch and by later trials of a tuning job",
+    )
+    augment_views: int = Field(
+        0,
+        ge=0,
+        le=32,
+        description="feature cache: random training views per image; 0 = eval transform",
+    )
     epochs: int = Field(10, ge=1, le=1000)
     batch_size: int = Field(64, ge=1, le=4096)
     lr: float = Field(0.001, description="learning rate, > 0")
@@ -285,9 +297,38 @@ class HpoSection(Section):
         return "Maximize" if self.objective.endswith("accuracy") else "Minimize"
 
 
+# SageMaker Serverless Inference's limits (ProductionVariantServerlessConfig in botocore's
+# sagemaker model; AWS's guide, "Deploy models with Amazon SageMaker Serverless Inference"):
+# memory 1024-6144 MB in 1 GB steps, 1-200 concurrent requests, provisioned <= max, CPU only.
+SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
+# Accelerated families (GPU, Inferentia, Trainium): what serverless cannot run.
+ACCELERATED_INSTANCE = re.compile(r"^ml\.(g|p|inf|trn)[0-9]")
+
+
 class EndpointSection(Section):
-    instance_type: str = Field("ml.m5.large", description="real-time endpoint instance type")
+    mode: Literal["realtime", "serverless"] = Field(
+        "realtime",
+        description="realtime: instances billed by the hour; serverless: billed per request, "
+        "scales to zero (CPU only, 4 MB requests)",
+    )
+    instance_type: str = Field(
+        "ml.m5.large",
+        description="real-time instance type (serverless: picks the CPU image, and the type "
+        "`status` compares prices with)",
+    )
     initial_instance_count: int = Field(1, ge=1, le=100)
+    memory_mb: int = Field(
+        2048, description="serverless memory: 1024-6144 in steps of 1024 (vCPUs grow with it)"
+    )
+    max_concurrency: int = Field(
+        5, ge=1, le=200, description="serverless: concurrent requests before throttling"
+    )
+    provisioned_concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=200,
+        description="serverless: pre-warmed (no cold start), billed while set; <= max_concurrency",
+    )
     variant_name: str = Field("AllTraffic", pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
     # 2.6 is the last PyTorch inference image (patched until 2026-06-30); `config validate`
     # warns and points at the BYO `dogclf serve` image (endpoint.image_uri).
@@ -306,6 +347,33 @@ class EndpointSection(Section):
     @classmethod
     def _instance(cls, value: str) -> str:
         return _sagemaker_instance(value)
+
+    @model_validator(mode="after")
+    def _serverless(self) -> EndpointSection:
+        if self.memory_mb not in SERVERLESS_MEMORY_MB:
+            raise ValueError(
+                f"endpoint.memory_mb: {self.memory_mb} MB is not a serverless memory size; use "
+                "1024 to 6144 in steps of 1024 (1024, 2048, 3072, 4096, 5120, 6144)"
+            )
+        provisioned = self.provisioned_concurrency
+        if provisioned is not None and self.mode != "serverless":
+            raise ValueError(
+                'endpoint.provisioned_concurrency only applies with endpoint.mode = "serverless"; '
+                "remove it or switch the mode"
+            )
+        if provisioned is not None and provisioned > self.max_concurrency:
+            raise ValueError(
+                f"endpoint.provisioned_concurrency ({provisioned}) is above "
+                f"endpoint.max_concurrency ({self.max_concurrency}), which AWS refuses; "
+                "lower provisioned or raise max"
+            )
+        if self.mode == "serverless" and ACCELERATED_INSTANCE.match(self.instance_type):
+            raise ValueError(
+                f"serverless endpoints run on CPUs only, but endpoint.instance_type "
+                f"{self.instance_type} is an accelerated type (it picks the image); set a CPU "
+                'type such as ml.m5.large, or endpoint.mode = "realtime"'
+            )
+        return self
 
     @field_validator("environment", mode="before")
     @classmethod

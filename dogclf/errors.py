@@ -45,11 +45,24 @@ class ResourceFailedError(DogclfError):
 
 
 def require_extra(module: str, extra: str, command: str) -> None:
-    """Fail with one line when `command` needs `pip install dogclf[extra]`."""
+    """Fail with one line when `command` needs `pip install 'dogclf[extra]'` for `module`."""
+    require_extras(command, (module, extra))
+
+
+def require_extras(command: str, *needs: tuple[str, str]) -> None:
+    """Fail with one line naming every (module, extra) of `needs` whose module is missing,
+    and the one install that brings them all."""
     import importlib.util
 
-    if importlib.util.find_spec(module) is None:
-        raise MissingExtraError(
-            f"`dogclf {command}` needs {module}, which is not installed",
-            f"pip install 'dogclf[{extra}]'  (or `make install` in a checkout)",
-        )
+    missing = [
+        (module, extra) for module, extra in needs if importlib.util.find_spec(module) is None
+    ]
+    if not missing:
+        return
+    modules = " and ".join(module for module, _ in missing)
+    extras = ",".join(dict.fromkeys(extra for _, extra in missing))
+    verb = "is" if len(missing) == 1 else "are"
+    raise MissingExtraError(
+        f"`dogclf {command}` needs {modules}, which {verb} not installed",
+        f"pip install 'dogclf[{extras}]'  (or `make install` in a checkout)",
+    )

@@ -17,6 +17,7 @@ from demo_support import small_demo  # noqa: F401
 from serving_support import handler_service, served, trained_model  # noqa: F401
 
 from dogclf.local.emulator import Emulator, start_emulator
+from dogclf.training.report import REPORT_ENV
 
 # `make test` runs .venv/bin/python without activating the venv: put its scripts (the
 # installed `dogclf` console script) first on PATH so subprocess tests run that one.
@@ -34,6 +35,9 @@ def pytest_configure(config: pytest.Config) -> None:
     log.touch()
     os.environ[CHECK_ENV] = "1"
     os.environ[LOG_ENV] = str(log)
+    # The training report's figures cost seconds a run: the suite's many tiny trainings
+    # skip them; tests/test_report.py (and every run through a clean_env()) writes them.
+    os.environ.setdefault(REPORT_ENV, "0")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -53,7 +57,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty folder as the working directory, no DOGCLF_* setting from outside."""
     monkeypatch.chdir(tmp_path)
     for var in list(os.environ):
-        if var.startswith("DOGCLF_"):
+        if var.startswith("DOGCLF_") and var != REPORT_ENV:
             monkeypatch.delenv(var)
     return tmp_path
 
@@ -74,7 +78,7 @@ def aws(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulato
     profile, region or endpoint can leak into a test.
     """
     for var in list(os.environ):
-        if var.startswith(("AWS_", "DOGCLF_")):
+        if var.startswith(("AWS_", "DOGCLF_")) and var != REPORT_ENV:
             monkeypatch.delenv(var)
     for key, value in emulator.env().items():
         monkeypatch.setenv(key, value)

@@ -20,7 +20,7 @@ def clean_env() -> dict[str, str]:
     suite's count of checked requests stays: the demo's requests are checked and counted.)"""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DOGCLF_"))}
     env.update({k: v for k, v in os.environ.items() if k == "DOGCLF_CHECK_REQUESTS_LOG"})
-    env["COLUMNS"] = "200"
+    env["COLUMNS"] = "80"  # rich's width for a pipe; names stay whole (test_piped_output.py)
     return env
 
 
@@ -29,6 +29,7 @@ def demo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "dogclf", "demo", *args],
         cwd=cwd,
         env=clean_env(),
+        stdin=subprocess.DEVNULL,  # no terminal at all, as in CI (tests/test_piped_output.py)
         capture_output=True,
         text=True,
         check=False,

@@ -100,3 +100,22 @@ def test_an_error_quoting_markup_shows_it_as_typed(workdir: Path) -> None:
     result = runner.invoke(app, ["config", "validate"])
     assert result.exit_code != 0
     assert 'value "[red]"' in result.output
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(workdir: Path) -> None:
+    # `dogclf config show | head -1`: the pipe's read end is gone before dogclf writes.
+    import os
+
+    subprocess.run([sys.executable, "-m", "dogclf", "init"], cwd=workdir, check=True)
+    for args in (("config", "show"), ("demo", "--help")):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        done = subprocess.run(
+            [sys.executable, "-m", "dogclf", *args],
+            cwd=workdir,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.close(write_end)
+        assert (done.returncode, done.stderr) == (1, ""), args

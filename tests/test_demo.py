@@ -95,24 +95,30 @@ def _read_lines(stream: object, lines: queue.Queue[str | None]) -> None:
 
 
 @pytest.mark.slow
-def test_keep_leaves_an_emulator_that_real_commands_use(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dogclf",
-            "demo",
-            "--keep",
-            "--workdir",
-            str(tmp_path / "w"),
-            *SMALL,
-        ],
-        cwd=tmp_path,
-        env=clean_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def test_keep_leaves_a_serverless_emulator_that_real_commands_use(tmp_path: Path) -> None:
+    # One demo shows both `--keep` and `--serverless` (issue 15): the pipeline deploys a
+    # serverless endpoint, and what --keep leaves answers real commands run by hand.
+    summary_file = tmp_path / "summary.json"
+    with open(summary_file, "w") as summary_out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dogclf",
+                "demo",
+                "--keep",
+                "--serverless",
+                "--json",
+                "--workdir",
+                str(tmp_path / "w"),
+                *SMALL,
+            ],
+            cwd=tmp_path,
+            env=clean_env(),
+            stdout=summary_out,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=_read_lines, args=(proc.stderr, lines), daemon=True).start()
     exports: dict[str, str] = {}
@@ -143,7 +149,8 @@ def test_keep_leaves_an_emulator_that_real_commands_use(tmp_path: Path) -> None:
         status = dogclf("status", "--json")
         assert status.returncode == 0, status.stderr
         kinds = {r["kind"] for r in json.loads(status.stdout)["resources"]}
-        assert {"endpoint", "lambda function", "scalable target"} <= kinds
+        assert {"endpoint", "lambda function"} <= kinds
+        assert "scalable target" not in kinds  # a serverless endpoint scales itself
         image = next((tmp_path / "w" / "data" / "test").rglob("*.jpg"))
         for via in ("endpoint", "lambda"):
             predicted = dogclf("predict", str(image), "--via", via, "--json")
@@ -155,6 +162,14 @@ def test_keep_leaves_an_emulator_that_real_commands_use(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0
+    summary = json.loads(summary_file.read_text())
+    created = {s["step"]: s["created"] for s in summary["steps"]}
+    assert all(s["ok"] for s in summary["steps"]), summary["steps"]
+    assert "serverless 2048 MB, max concurrency 5, provisioned 1, InService" in created["deploy"]
+    assert "it scales itself" in created["scale"]
+    assert "real-time is cheaper above" in created["status"]
+    assert summary["paths_agree"] is True
+    assert set(summary["test_accuracy"]) == {"lambda", "endpoint"}
 
 
 def test_a_workdir_with_other_files_is_refused_untouched(tmp_path: Path) -> None:

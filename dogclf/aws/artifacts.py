@@ -54,8 +54,23 @@ def latest_pointer_uri(cfg: DogclfConfig) -> str:
     return cfg.s3_prefix("models", "latest.json")
 
 
+def pointer_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What the pointer keeps of a run's metrics: the headline figures (flat numbers, as a
+    job's final metrics are, and the train/valid/test blocks). The history, the N x N test
+    confusion counts and the settings stay in the artifact, where `dogclf report` reads them."""
+    return {
+        k: v
+        for k, v in metrics.items()
+        if k in ("train", "valid", "test")
+        or (isinstance(v, int | float) and not isinstance(v, bool))
+    }
+
+
 def write_latest(ctx: AwsContext, cfg: DogclfConfig, latest: LatestModel) -> str:
     bucket, key = parse_s3_uri(latest_pointer_uri(cfg))
+    latest = LatestModel(
+        latest.model_data, latest.source, latest.created, pointer_metrics(latest.metrics)
+    )
     with aws_errors(f"update the latest-model pointer s3://{bucket}/{key}"):
         ctx.client("s3").put_object(
             Bucket=bucket,

@@ -6,6 +6,11 @@ unchanged deploy therefore finds everything in place and plans only no-ops; a ch
 creates a new config and switches the endpoint with UpdateEndpoint (SageMaker brings the
 new fleet up, shifts traffic, then retires the old one: blue/green). Configs and models
 the endpoint no longer uses are deleted once it is InService on the new one.
+
+`endpoint.mode = "serverless"` deploys a ServerlessConfig variant instead of instances
+(aws/serverless.py has AWS's rules). AWS refuses to update an instance-based endpoint into a
+serverless one, so that switch replaces the endpoint: delete it, create it again under the
+same name (nothing answers in between); the other way is an ordinary blue/green update.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from dogclf.aws import autoscaling
+from dogclf.aws import autoscaling, serverless
 from dogclf.aws.instance_gpus import gpu_count
 from dogclf.aws.polling import Report, ignore, wait_until
 from dogclf.aws.pricing import vcpu_count
@@ -63,6 +68,8 @@ class DeploySpec:
     model_name: str
     config_name: str
     endpoint: str
+    # The variant's ServerlessConfig (endpoint.mode = "serverless"); None: instances.
+    serverless_config: dict[str, int] | None = None
 
     @classmethod
     def build(
@@ -71,9 +78,11 @@ class DeploySpec:
         env = model_environment(cfg, region, image)
         model_name = cfg.names.model(_digest([model_data, image, env, role]))
         e = cfg.endpoint
-        config_name = cfg.names.endpoint_config(
-            _digest([model_name, e.instance_type, e.initial_instance_count, e.variant_name])
-        )
+        shape: list[Any] = [e.instance_type, e.initial_instance_count]
+        sls = serverless.serverless_config(cfg) if serverless.is_serverless(cfg) else None
+        if sls is not None:
+            shape = ["serverless", sls]
+        config_name = cfg.names.endpoint_config(_digest([model_name, *shape, e.variant_name]))
         return cls(
             model_data,
             image,
@@ -85,7 +94,31 @@ class DeploySpec:
             model_name,
             config_name,
             cfg.names.endpoint,
+            sls,
         )
+
+    def summary(self) -> dict[str, Any]:
+        """What `deploy` reports (--json) about the endpoint it plans."""
+        sls = self.serverless_config
+        return {
+            "endpoint": self.endpoint,
+            "endpoint_config": self.config_name,
+            "model": self.model_name,
+            "model_data": self.model_data,
+            "image": self.image,
+            "mode": "realtime" if sls is None else "serverless",
+            "shape": self.shape,
+            "instance_type": self.instance_type if sls is None else None,
+            "instance_count": self.instance_count if sls is None else None,
+            "serverless_config": sls,
+        }
+
+    @property
+    def shape(self) -> str:
+        """`1 x ml.m5.large` or `serverless 2048 MB, max concurrency 5`."""
+        if self.serverless_config is not None:
+            return serverless.describe_serverless(self.serverless_config)
+        return f"{self.instance_count} x {self.instance_type}"
 
 
 def model_environment(cfg: DogclfConfig, region: str, image: str | None = None) -> dict[str, str]:
@@ -93,7 +126,10 @@ def model_environment(cfg: DogclfConfig, region: str, image: str | None = None) 
     limits, the model server's size on the PyTorch inference image, then
     endpoint.environment over both (an explicit value wins)."""
     env = _serving_environment(cfg, region)
-    if is_pytorch_inference_image(cfg, image):
+    if is_pytorch_inference_image(cfg, image) and serverless.is_serverless(cfg):
+        # No instance type to size for; threads: torch's default over the vCPUs it gets.
+        env[WORKERS_VAR] = str(serverless.SERVERLESS_WORKERS)
+    elif is_pytorch_inference_image(cfg, image):
         env.update(server_sizing(cfg.endpoint.instance_type).environment())
     user = cfg.endpoint.environment
     if WORKERS_VAR in env and any(k.startswith(TS_PREFIX) for k in user):
@@ -114,7 +150,12 @@ def _serving_environment(cfg: DogclfConfig, region: str) -> dict[str, str]:
         "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
         "SAGEMAKER_REGION": region,
         "DOGCLF_SERVING__TOP_K": str(s.top_k),
-        "DOGCLF_SERVING__MAX_PAYLOAD_MB": str(s.max_payload_mb),
+        # Serverless requests stop at 4 MB: the container refuses larger ones as AWS would.
+        "DOGCLF_SERVING__MAX_PAYLOAD_MB": str(
+            min(s.max_payload_mb, serverless.SERVERLESS_MAX_PAYLOAD_BYTES / serverless.MiB)
+            if serverless.is_serverless(cfg)
+            else s.max_payload_mb
+        ),
         "DOGCLF_SERVING__MAX_IMAGE_PIXELS": str(s.max_image_pixels),
     }
     if s.url_allow_hosts:
@@ -185,6 +226,9 @@ def is_pytorch_inference_image(cfg: DogclfConfig, image: str | None) -> bool:
 
 def server_line(spec: DeploySpec) -> str:
     """The deploy plan's line on the PyTorch image's model server: what it will run."""
+    if spec.serverless_config is not None:
+        workers = spec.environment.get(WORKERS_VAR, "TorchServe's default")
+        return f"model server: {workers} worker (AWS's advice for serverless), torch on its vCPUs"
     sizing, env = server_sizing(spec.instance_type), spec.environment
     if sizing.vcpus is None or sizing.gpus is None:
         shape = f"{spec.instance_type} not in the vCPU table"
@@ -434,17 +478,19 @@ def _plan_config(plan: Plan, ctx: AwsContext, cfg: DogclfConfig, spec: DeploySpe
         sm.describe_endpoint_config,
         EndpointConfigName=spec.config_name,
     )
-    shape = f"{spec.instance_count} x {spec.instance_type}, variant {spec.variant}"
+    shape = f"{spec.shape}, variant {spec.variant}"
     if found:
         plan.add(Action.NOOP, "endpoint config", spec.config_name, shape)
         return
-    variant = {
+    variant: dict[str, Any] = {
         "VariantName": spec.variant,
         "ModelName": spec.model_name,
-        "InstanceType": spec.instance_type,
-        "InitialInstanceCount": spec.instance_count,
         "InitialVariantWeight": 1.0,
     }
+    if spec.serverless_config is not None:
+        variant["ServerlessConfig"] = spec.serverless_config
+    else:
+        variant |= {"InstanceType": spec.instance_type, "InitialInstanceCount": spec.instance_count}
     plan.add(
         Action.CREATE,
         "endpoint config",
@@ -546,8 +592,24 @@ def _plan_endpoint(plan: Plan, switch: _Switch) -> None:
         plan.add(Action.UPDATE, "endpoint", spec.endpoint, message, switch.recreate)
     elif on == spec.config_name and status != ROLLBACK_FAILED:
         plan.add(Action.NOOP, "endpoint", spec.endpoint, f"InService on {on}")
+    elif spec.serverless_config is not None and not serverless.endpoint_is_serverless(current):
+        _plan_replace(plan, switch)
     else:  # UpdateRollbackFailed takes UpdateEndpoint again, which settles it on one config
         _plan_blue_green(plan, switch, current)
+
+
+def _plan_replace(plan: Plan, switch: _Switch) -> None:
+    """Real-time -> serverless: AWS refuses UpdateEndpoint between the two, so the endpoint
+    is deleted and created again under its name (the Lambda, its IAM policy and clients keep
+    it). Its instance auto-scaling goes first: it has nothing to scale on a serverless one."""
+    spec = switch.spec
+    plan.steps += autoscaling.delete_steps(switch.ctx, switch.cfg)
+    message = (
+        f"replace (real-time -> serverless, which AWS cannot update in place): delete it, "
+        f"create it on {spec.config_name}; nothing answers until it is InService again "
+        "(minutes on AWS: requests and the Lambda fail meanwhile)"
+    )
+    plan.add(Action.UPDATE, "endpoint", spec.endpoint, message, switch.recreate)
 
 
 def _plan_blue_green(plan: Plan, switch: _Switch, current: dict[str, Any]) -> None:
@@ -565,6 +627,8 @@ def _plan_blue_green(plan: Plan, switch: _Switch, current: dict[str, Any]) -> No
     pause = scaled and old_type != spec.instance_type
     retain = scaled and not pause
     message = f"blue/green: {on} -> {spec.config_name}"
+    if spec.serverless_config is None and serverless.endpoint_is_serverless(current):
+        message += " (serverless -> real-time: AWS converts it in place, no gap)"
     if current["EndpointStatus"] == ROLLBACK_FAILED:
         message = f"is {ROLLBACK_FAILED}: " + message
     a = cfg.autoscaling

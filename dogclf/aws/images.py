@@ -1,5 +1,6 @@
-"""Container image URIs from the SageMaker SDK's own tables (imported lazily: ~1 s), and
-how long AWS patches each PyTorch image (dogclf/data/image_support.json, offline).
+"""Container image URIs from the SageMaker SDK's own tables (`sagemaker.core.image_uris`, in
+its `sagemaker-core` package, the only part of the SDK dogclf installs; imported lazily:
+~1 s), and how long AWS patches each PyTorch image (dogclf/data/image_support.json, offline).
 
 The SDK resolves the account, region, CPU/GPU flavour and Python tag offline. PyTorch
 training images up to 2.10 are framework "pytorch"; later ones are "pytorch-amzn2023".

@@ -19,9 +19,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from dogclf.aws import autoscaling, endpoints, iam, jobs_in_flight, lambda_fn, logs, s3
+from dogclf.aws import (
+    autoscaling,
+    endpoints,
+    feature_cache_store,
+    iam,
+    jobs_in_flight,
+    lambda_fn,
+    logs,
+    s3,
+    serverless,
+)
 from dogclf.aws.artifacts import read_latest
-from dogclf.aws.pricing import instances_cost, provisioned_concurrency_cost
+from dogclf.aws.pricing import instances_cost, provisioned_concurrency_cost, serverless_price
 from dogclf.aws.session import AwsContext
 from dogclf.plan import Step
 
@@ -37,6 +47,7 @@ class ResourceStatus:
     details: str = ""
     hourly_cost: float | None = None  # USD per hour while it exists; None: unknown or free
     running: bool = False  # billed by the hour (so a missing price reads "unknown")
+    pricing: dict[str, Any] | None = None  # per-request prices (a serverless endpoint)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,6 +147,8 @@ def describe_endpoint(ctx: AwsContext, cfg: DogclfConfig) -> list[ResourceStatus
     endpoint = endpoints.describe_endpoint(ctx, cfg.names.endpoint)
     if endpoint is None:
         return []
+    if serverless.endpoint_is_serverless(endpoint):
+        return [describe_serverless_endpoint(ctx, cfg, endpoint)]
     status = endpoint["EndpointStatus"]
     types = endpoints.variant_types(ctx, endpoint["EndpointConfigName"])
     parts, total, unknown = [], 0.0, False
@@ -162,6 +175,37 @@ def describe_endpoint(ctx: AwsContext, cfg: DogclfConfig) -> list[ResourceStatus
             running,
         )
     ]
+
+
+def describe_serverless_endpoint(
+    ctx: AwsContext, cfg: DogclfConfig, endpoint: dict[str, Any]
+) -> ResourceStatus:
+    """Billed per second of inference (and per hour for provisioned concurrency), priced
+    against one real-time instance of endpoint.instance_type."""
+    (variant,) = endpoint["ProductionVariants"][:1]  # serverless: one variant only
+    config = serverless.variant_serverless(variant) or {}
+    provisioned = int(config.get("ProvisionedConcurrency") or 0)
+    price = serverless_price(
+        ctx.region, int(config.get("MemorySizeInMB", 0)), provisioned, cfg.endpoint.instance_type
+    )
+    rate = "unknown" if price.per_second is None else f"${price.per_second:.6f}"
+    details = (
+        f"{variant['VariantName']}: {serverless.describe_serverless(config)}; {rate} per "
+        f"second of inference; config {endpoint['EndpointConfigName']}"
+    )
+    if endpoint.get("FailureReason"):
+        details += f"; {endpoint['FailureReason']}"
+    status = endpoint["EndpointStatus"]
+    held = bool(provisioned) and status not in ("Failed", "OutOfService", "Deleting")
+    return ResourceStatus(
+        "endpoint",
+        endpoint["EndpointName"],
+        status,
+        details,
+        price.provisioned_hourly if held else None,
+        held,  # only provisioned concurrency bills by the hour; requests bill per second
+        price.as_dict(),
+    )
 
 
 def describe_endpoint_logs(ctx: AwsContext, cfg: DogclfConfig) -> list[ResourceStatus]:
@@ -317,7 +361,19 @@ def describe_checkpoints(ctx: AwsContext, cfg: DogclfConfig) -> list[ResourceSta
     if stored is None:
         return []
     uri = f"s3://{cfg.aws.bucket}/{s3.checkpoint_prefix(cfg)}"
-    return [ResourceStatus("checkpoints", uri, "stored", f"spot checkpoints: {stored.summary()}")]
+    found = [ResourceStatus("checkpoints", uri, "stored", f"spot checkpoints: {stored.summary()}")]
+    caches = feature_cache_store.stage_caches(ctx, cfg)
+    if caches.objects:  # inside checkpoints/: teardown removes it with them
+        found.append(
+            ResourceStatus(
+                "feature caches",
+                caches.uri,
+                "stored",
+                f"{len(caches.keys)} complete, {caches.objects} objects, "
+                f"{caches.size / 1e6:.1f} MB (later jobs' input channel)",
+            )
+        )
+    return found
 
 
 # ---------------------------------------------------------------- the list

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 
-from dogclf.aws import iam
+from dogclf.aws import iam, serverless
 from dogclf.aws.polling import wait_until
 from dogclf.aws.session import (
     AwsContext,
@@ -101,13 +101,16 @@ def handler_environment(cfg: DogclfConfig) -> dict[str, str]:
     env = {
         "ENDPOINT_NAME": cfg.names.endpoint,
         "TOP_K": str(section.top_k),
-        "MAX_PAYLOAD_BYTES": str(int(section.max_payload_mb * 1024 * 1024)),
+        # A serverless endpoint takes 4 MB requests (6 MB real-time): refused here, not there.
+        "MAX_PAYLOAD_BYTES": str(serverless.max_request_bytes(cfg, section.max_payload_mb)),
         # Two attempts must fit in the function's timeout, with a second to answer 504.
         "ENDPOINT_TIMEOUT_S": str(max(1, (section.timeout_s - 1) // 2)),
         "ENDPOINT_MAX_ATTEMPTS": "2",
     }
     if section.s3_input:
         env["ALLOWED_S3_PREFIX"] = cfg.s3_prefix("data") + "/"
+    if serverless.is_serverless(cfg):
+        env["ENDPOINT_MAX_BODY_BYTES"] = str(serverless.SERVERLESS_MAX_PAYLOAD_BYTES)
     return env
 
 

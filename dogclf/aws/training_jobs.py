@@ -126,22 +126,15 @@ def framework_hyperparameters(
     return encode_hyperparameters(params)
 
 
+def s3_channel(name: str, uri: str) -> dict[str, Any]:
+    """A File-mode channel over an S3 prefix, every object on every host (the data: the
+    DistributedSampler splits the work; the feature cache: each host loads it whole)."""
+    source = {"S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}
+    return {"ChannelName": name, "DataSource": {"S3DataSource": source}, "InputMode": "File"}
+
+
 def input_channels(cfg: DogclfConfig) -> list[dict[str, Any]]:
-    return [
-        {
-            "ChannelName": name,
-            "DataSource": {
-                "S3DataSource": {
-                    "S3DataType": "S3Prefix",
-                    "S3Uri": uri,
-                    # Every host gets every image; DistributedSampler splits the work.
-                    "S3DataDistributionType": "FullyReplicated",
-                }
-            },
-            "InputMode": "File",
-        }
-        for name, uri in data_channels(cfg).items()
-    ]
+    return [s3_channel(name, uri) for name, uri in data_channels(cfg).items()]
 
 
 def job_shape(cfg: DogclfConfig, checkpoint_name: str) -> dict[str, Any]:
@@ -169,12 +162,20 @@ def job_shape(cfg: DogclfConfig, checkpoint_name: str) -> dict[str, Any]:
     if t.spot:
         assert t.max_wait is not None  # config validation guarantees it
         stopping["MaxWaitTimeInSeconds"] = t.max_wait
+    if t.spot or uses_feature_cache(cfg):
         # Spot interruptions resume from here: the core saves its checkpoint in LocalPath.
+        # The frozen backbone's feature cache lives there too (LocalPath/feature-cache/):
+        # SageMaker downloads the S3 URI at the start of every job that names it, and a
+        # tuning job's trials all name the tuning job's, so later trials reuse the cache.
         shape["CheckpointConfig"] = {
             "S3Uri": cfg.s3_prefix("checkpoints", checkpoint_name) + "/",
             "LocalPath": CHECKPOINT_DIR,
         }
     return shape
+
+
+def uses_feature_cache(cfg: DogclfConfig) -> bool:
+    return cfg.training.freeze_backbone and cfg.training.feature_cache
 
 
 def training_request(

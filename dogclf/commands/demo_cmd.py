@@ -10,6 +10,37 @@ from typer.core import TyperGroup
 
 from dogclf.commands.options import JSON_OPTION
 
+KEEP_OPTION = typer.Option(
+    False,
+    "--keep",
+    help="Skip teardown; leave the emulator and the endpoint's server running and print the "
+    "environment that points any dogclf (or aws) command at them. Ctrl-C stops them.",
+)
+FAULTS_OPTION = typer.Option(
+    0.0,
+    "--faults",
+    min=0.0,
+    max=0.3,
+    metavar="RATE",
+    help="Rehearse against a flaky AWS: this share of requests is throttled or fails "
+    "(500/503), half as many lose their answer after taking effect, and a new role "
+    "takes 2 s to be assumable. Reproducible (seeded). E.g. 0.05.",
+)
+LAMBDA_LIMIT_OPTION = typer.Option(
+    None,
+    "--lambda-concurrency-limit",
+    min=1,
+    metavar="N",
+    help="The emulated account's Lambda concurrency limit (default 1000). 10, a new "
+    "account's, shows lambda-deploy refusing the demo's reserve in its plan.",
+)
+SERVERLESS_OPTION = typer.Option(
+    False,
+    "--serverless",
+    help="Deploy a serverless endpoint (2048 MB, max concurrency 5, 1 provisioned) "
+    "instead of a real-time one; `scale` then says it scales itself.",
+)
+
 
 def demo(
     ctx: typer.Context,
@@ -19,46 +50,23 @@ def demo(
     data: Path | None = typer.Option(
         None, "--data", help="Use this dogImages folder instead of generating one."
     ),
-    keep: bool = typer.Option(
-        False,
-        "--keep",
-        help="Skip teardown; leave the emulator and the endpoint's server running and print the "
-        "environment that points any dogclf (or aws) command at them. Ctrl-C stops them.",
-    ),
+    keep: bool = KEEP_OPTION,
     classes: int = typer.Option(5, "--classes", min=2, max=16, help="Breeds to generate."),
     images_per_class: int = typer.Option(
         40, "--images-per-class", min=6, max=500, help="Images per breed (70/15/15 split)."
     ),
     epochs: int = typer.Option(6, "--epochs", min=1, max=100, help="Training epochs."),
-    faults: float = typer.Option(
-        0.0,
-        "--faults",
-        min=0.0,
-        max=0.3,
-        metavar="RATE",
-        help="Rehearse against a flaky AWS: this share of requests is throttled or fails "
-        "(500/503), half as many lose their answer after taking effect, and a new role "
-        "takes 2 s to be assumable. Reproducible (seeded). E.g. 0.05.",
-    ),
-    lambda_limit: int | None = typer.Option(
-        None,
-        "--lambda-concurrency-limit",
-        min=1,
-        metavar="N",
-        help="The emulated account's Lambda concurrency limit (default 1000). 10, a new "
-        "account's, shows lambda-deploy refusing the demo's reserve in its plan.",
-    ),
+    faults: float = FAULTS_OPTION,
+    lambda_limit: int | None = LAMBDA_LIMIT_OPTION,
+    serverless: bool = SERVERLESS_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Upload -> train -> deploy -> scale -> lambda-deploy -> predict -> status -> teardown,
     on an embedded AWS emulator: no account, no Docker, no network."""
-    from dogclf import render
-    from dogclf.commands.in_process import command_runner
-    from dogclf.errors import DogclfError, require_extra
+    from dogclf.errors import require_extras
 
-    for module, extra in (("torch", "torch"), ("moto", "emulator")):
-        require_extra(module, extra, "demo")
-    from dogclf.local.demo import Demo, DemoOptions, isolated_environ
+    require_extras("demo", ("torch", "torch"), ("moto", "emulator"))
+    from dogclf.local.demo import DemoOptions
 
     opts = DemoOptions(
         workdir,
@@ -69,8 +77,19 @@ def demo(
         epochs,
         faults=faults,
         lambda_concurrency_limit=lambda_limit,
+        serverless=serverless,
     )
-    group = ctx.find_root().command  # each step runs a real command through this group
+    _run(ctx, opts, as_json)
+
+
+def _run(ctx: typer.Context, opts: Any, as_json: bool) -> None:
+    """Each step a real command through this CLI's group, then the summary (and --keep)."""
+    from dogclf import render
+    from dogclf.commands.in_process import command_runner
+    from dogclf.errors import DogclfError
+    from dogclf.local.demo import Demo, isolated_environ
+
+    group = ctx.find_root().command
     assert isinstance(group, TyperGroup)
     run = command_runner(group)
     with isolated_environ():
@@ -84,9 +103,9 @@ def demo(
         if failed is not None:
             raise DogclfError(
                 f"demo step `{failed.name}` failed: {failed.error}",
-                f"rerun with --debug; logs are under {workdir}",
+                f"rerun with --debug; logs are under {opts.workdir}",
             )
-        if keep:
+        if opts.keep:
             _hold(runner, result.env)
 
 
@@ -102,7 +121,9 @@ def _on_done(report: Any) -> None:
     if report.ok:
         render.success(f"{report.name} ({report.seconds:.1f} s): {report.created}")
     else:
-        render.err.print(f"[bold red]✗ {report.name}:[/bold red] {report.error}")
+        from rich.markup import escape
+
+        render.err.print(f"[bold red]✗ {report.name}:[/bold red] {escape(str(report.error))}")
 
 
 def _print_summary(result: Any) -> None:

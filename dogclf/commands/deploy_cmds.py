@@ -1,4 +1,5 @@
-"""`dogclf deploy` (model, endpoint config, endpoint; blue/green) and `dogclf scale`."""
+"""`dogclf deploy` (model, endpoint config, endpoint; blue/green; real-time or serverless)
+and `dogclf scale`."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ def deploy(
     dry_run: bool = DRY_RUN_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Serve a model on the real-time endpoint; a changed deploy switches it blue/green."""
+    """Serve a model on the endpoint (real-time or serverless, endpoint.mode); a changed
+    deploy switches it blue/green, or replaces it where AWS cannot switch."""
     from dogclf import render
     from dogclf.aws.artifacts import resolve_model_uri
     from dogclf.aws.endpoints import DeploySpec, DeployWatch, describe_endpoint, plan_deploy
@@ -39,22 +41,14 @@ def deploy(
         on_warning=render.warn,
     )
     plan_deploy(plan, aws, cfg, spec, watch)
-    summary = {
-        "endpoint": spec.endpoint,
-        "endpoint_config": spec.config_name,
-        "model": spec.model_name,
-        "model_data": model_data,
-        "image": image,
-        "instance_type": spec.instance_type,
-        "instance_count": spec.instance_count,
-    }
+    summary = spec.summary()
     if show_plan(plan, dry_run=dry_run, as_json=as_json, **summary):
         return
     from dogclf.commands.in_flight import waiting_on
 
     with waiting_on(
         f"Endpoint {spec.endpoint}",
-        "keeps deploying (and bills per instance-hour once up)",
+        "keeps deploying (and bills once up: per instance-hour, or per request if serverless)",
         "`dogclf status` shows it, `dogclf teardown` removes it",
     ):
         apply_plan(plan)
@@ -65,7 +59,7 @@ def deploy(
         return
     render.out.print(
         f"endpoint {spec.endpoint} {summary['status']} on {spec.config_name} "
-        f"({spec.instance_count} x {spec.instance_type}) serving {model_data}",
+        f"({spec.shape}) serving {model_data}",
         highlight=False,
     )
 
@@ -75,9 +69,11 @@ def scale(
     dry_run: bool = DRY_RUN_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Auto-scale the endpoint: min/max instances, target invocations per instance."""
+    """Auto-scale the endpoint: min/max instances, target invocations per instance (a
+    serverless endpoint scales itself: one line says what to change instead)."""
     from dogclf import render
     from dogclf.aws.autoscaling import plan_scale, policy_configuration, resource_id
+    from dogclf.aws.serverless import scale_note
     from dogclf.aws.session import AwsContext
     from dogclf.commands.context import state
     from dogclf.commands.plans import apply_plan, show_plan
@@ -85,6 +81,13 @@ def scale(
 
     cfg = state(ctx).config()
     aws = AwsContext.from_config(cfg)
+    note = scale_note(aws, cfg)
+    if note is not None:  # nothing to create: not an error, and the same with --dry-run
+        if as_json:
+            render.print_json({"mode": "serverless", "message": note, "plan": None})
+        else:
+            render.out.print(note, highlight=False)
+        return
     plan = Plan(f"scale endpoint {cfg.names.endpoint}")
     plan_scale(plan, aws, cfg)
     a = cfg.autoscaling

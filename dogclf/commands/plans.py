@@ -1,10 +1,14 @@
 """How every mutating command shows and applies its plan: a table on stderr, --dry-run stops
-there (with the plan as JSON under --json), apply shows a spinner and a line per step."""
+there (with the plan as JSON under --json), apply shows a spinner and a line per step.
+
+Off a terminal (a log) the table keeps one line per step with every name and message whole
+(render.DogclfConsole) and the spinner shows nothing: the step lines remain."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from dogclf import render
@@ -14,13 +18,16 @@ STYLE = {Action.CREATE: "green", Action.UPDATE: "yellow", Action.DELETE: "red", 
 
 
 def render_plan(plan: Plan) -> None:
-    table = Table(title=plan.title, title_justify="left", show_edge=False, pad_edge=False)
+    # Names and messages quote the user's values: never read as markup.
+    title = escape(plan.title)
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     table.add_column("action")
     table.add_column("resource")
     table.add_column("name", overflow="fold")
     table.add_column("what")
     for s in plan.steps:
-        table.add_row(f"[{STYLE[s.action]}]{s.action}[/]", s.resource, s.name, s.message)
+        cells = (escape(s.resource), escape(s.name), escape(s.message))
+        table.add_row(f"[{STYLE[s.action]}]{s.action}[/]", *cells)
     render.err.print(table)
     c = plan.counts()
     render.note(
@@ -45,7 +52,8 @@ def apply_plan(plan: Plan, *, quiet: bool = False) -> list[StepResult]:
     """Run each changing step in order, a spinner while it runs; a failure stops the plan."""
 
     def announce(step: Any, run: Any) -> Any:
-        with render.err.status(f"{step.action} {step.resource} {step.name}", spinner="dots"):
+        what = escape(f"{step.action} {step.resource} {step.name}")
+        with render.err.status(what, spinner="dots"):
             return run()
 
     def done(result: StepResult) -> None:

@@ -75,6 +75,8 @@ def _classify(
 ) -> tuple[list[dict[str, Any]], int]:
     """Every image through `predictor`: the results, and how many failed (each failure
     printed at once on stderr, each success as a table unless --json)."""
+    from rich.markup import escape
+
     from dogclf import render
     from dogclf.predict.files import predict_files
 
@@ -86,20 +88,21 @@ def _classify(
             results.append(result.as_dict())
             if result.error is not None:
                 failures += 1
-                render.err.print(
-                    f"[bold red]Error:[/bold red] {result.image}: {result.error}", highlight=False
-                )
+                what = escape(f"{result.image}: {result.error}")  # paths are not markup
+                render.err.print(f"[bold red]Error:[/bold red] {what}", highlight=False)
             elif show_tables:
                 _print_table(result.image, result.predictions or [])
     return results, failures
 
 
 def _print_table(image: str, predictions: list[dict[str, Any]]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from dogclf import render
 
-    table = Table(title=image, title_justify="left", show_edge=False, pad_edge=False)
+    title = escape(image)  # a path, not markup
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     table.add_column("#", justify="right")
     table.add_column("breed")
     table.add_column("probability", justify="right")

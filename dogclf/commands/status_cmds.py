@@ -54,8 +54,40 @@ def status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     if unknown:
         line += f" + unknown for {len(unknown)} ({', '.join(unknown)}: no price in the table)"
     render.out.print(line, highlight=False)
+    for r in found:
+        if r.pricing is not None:
+            render.out.print(serverless_line(r.name, r.pricing), highlight=False)
     verified = "" if prices["verified"] else ", not re-checked"
     render.note(f"prices: {prices['as_of']}{verified}; {prices['source']}")
+
+
+def serverless_line(name: str, pricing: dict[str, Any]) -> str:
+    """What a serverless endpoint costs per request, and the request rate above which one
+    real-time instance of endpoint.instance_type is cheaper (the crossover)."""
+    rate, other = pricing["usd_per_inference_second"], pricing["compared_with"]
+    seconds = pricing["crossover_inference_seconds_per_hour"]
+    when = pricing["prices"]
+    dated = f"serverless prices of {when['as_of']}" + (
+        "" if when["verified"] else ", not re-checked"
+    )
+    if rate is None or seconds is None:
+        return (
+            f"serverless endpoint {name}: no price for this region or type in the table ({dated})"
+        )
+    line = (
+        f"serverless endpoint {name}: ${rate:.6f} per second of inference at "
+        f"{pricing['memory_mb']} MB (${rate * 3600:.3f} per busy hour)"
+    )
+    if pricing["data_usd_per_gb"] is not None:
+        line += f" + ${pricing['data_usd_per_gb']:.3f}/GB in and out"
+    if pricing["provisioned_usd_per_hour"]:
+        line += f" + ${pricing['provisioned_usd_per_hour']:.3f}/hour provisioned concurrency"
+    per_hour = pricing["crossover_requests_per_hour"]
+    return (
+        f"{line}; one real-time {other['instance_type']} (${other['usd_per_hour']:.3f}/hour) "
+        f"is cheaper above {seconds:,.0f} s of inference an hour: {per_hour['1000 ms']:,.0f} "
+        f"requests/hour at 1 s each, {per_hour['200 ms']:,.0f} at 200 ms ({dated})"
+    )
 
 
 def _cost(r: Any) -> str:

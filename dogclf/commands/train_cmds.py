@@ -50,8 +50,9 @@ def train_sagemaker(
     run(cfg, wait=wait, poll=poll, dry_run=dry_run, as_json=as_json)
 
 
-def _prepare(cfg: Any, title: str) -> tuple[Any, Any, str, str, str]:
-    """Checks and the code bundle step shared by a job and a tuning job."""
+def _prepare(cfg: Any, title: str) -> tuple[Any, Any, dict[str, str]]:
+    """Checks and the code bundle step shared by a job and a tuning job; the request
+    builder's image, source_uri, role and region."""
     from dogclf import render
     from dogclf.aws.images import training_image
     from dogclf.aws.session import AwsContext, require_role
@@ -65,7 +66,7 @@ def _prepare(cfg: Any, title: str) -> tuple[Any, Any, str, str, str]:
         image = training_image(cfg, aws.region)
     plan = Plan(title)
     source_uri = plan_source(plan, aws, cfg)
-    return aws, plan, role, image, source_uri
+    return aws, plan, {"image": image, "source_uri": source_uri, "role": role, "region": aws.region}
 
 
 def _train(cfg: Any, *, wait: bool, poll: float, dry_run: bool, as_json: bool) -> None:
@@ -73,11 +74,10 @@ def _train(cfg: Any, *, wait: bool, poll: float, dry_run: bool, as_json: bool) -
     from dogclf.aws import training_jobs as tj
     from dogclf.plan import Action
 
-    aws, plan, role, image, source_uri = _prepare(cfg, "train-sagemaker")
+    aws, plan, job = _prepare(cfg, "train-sagemaker")
     name = cfg.names.training_job(tj.job_stamp())
-    request = tj.training_request(
-        cfg, name=name, image=image, source_uri=source_uri, role=role, region=aws.region
-    )
+    request = tj.training_request(cfg, name=name, **job)
+    _plan_cache_channel(plan, aws, cfg, request)
     digest = next(t["Value"] for t in request["Tags"] if t["Key"] == tj.REQUEST_TAG)
     twin = tj.find_running_twin(aws, cfg, digest)
     if twin:
@@ -94,7 +94,7 @@ def _train(cfg: Any, *, wait: bool, poll: float, dry_run: bool, as_json: bool) -
             Action.CREATE,
             "training job",
             name,
-            f"{shape}; {image.rsplit('/', 1)[-1]}",
+            f"{shape}; {job['image'].rsplit('/', 1)[-1]}",
             lambda: tj.create_training_job(aws, request),
         )
     if not _submitted(
@@ -111,6 +111,7 @@ def _train(cfg: Any, *, wait: bool, poll: float, dry_run: bool, as_json: bool) -
         "model_data": latest.model_data,
         "metrics": latest.metrics,
         "billable_seconds": description.get("BillableTimeInSeconds"),
+        "feature_caches_shared": _share_feature_caches(aws, cfg, description),
     }
     if as_json:
         render.print_json(result)
@@ -120,6 +121,43 @@ def _train(cfg: Any, *, wait: bool, poll: float, dry_run: bool, as_json: bool) -
     for metric, value in sorted(latest.metrics.items()):
         render.out.print(f"  {metric} = {value:.4f}", highlight=False)
     render.note("latest model pointer updated: `dogclf deploy` serves this model")
+
+
+def _plan_cache_channel(plan: Any, aws: Any, cfg: Any, request: dict[str, Any]) -> None:
+    """The stage's feature cache into `request` as a read-only input channel, when it holds
+    one (the plan says whether it is added, and why not)."""
+    from dogclf.aws import feature_cache_store as fcs
+    from dogclf.plan import Action
+
+    channel, line = fcs.plan_channel(aws, cfg)
+    if line:
+        plan.add(Action.NOOP, "input channel", fcs.CHANNEL, line)
+    if channel:
+        fcs.add_channel(request, channel)
+
+
+def _share_feature_caches(aws: Any, cfg: Any, description: dict[str, Any]) -> list[str]:
+    """After a Completed job (or tuning job): its new caches to the stage prefix, for later
+    jobs. A failure is a warning: the model is already trained and recorded."""
+    from dogclf import render
+    from dogclf.aws import feature_cache_store as fcs
+    from dogclf.aws.training_jobs import uses_feature_cache
+    from dogclf.errors import DogclfError
+
+    status = description.get("TrainingJobStatus") or description.get(
+        "HyperParameterTuningJobStatus"
+    )
+    if status != "Completed" or not uses_feature_cache(cfg):
+        return []
+    try:
+        keys = fcs.promote(aws, cfg, description)
+    except DogclfError as exc:
+        render.warn(f"the job's feature cache was not shared with later jobs: {exc}")
+        return []
+    if keys:
+        shown = ", ".join(k[:12] for k in keys)
+        render.note(f"feature cache {shown} copied to {fcs.stage_uri(cfg)}: later jobs reuse it")
+    return keys
 
 
 def _job_shape_text(cfg: Any, hyperparameters: dict[str, str]) -> str:
@@ -198,11 +236,10 @@ def _tune(cfg: Any, *, wait: bool, poll: float, dry_run: bool, as_json: bool) ->
     from dogclf.aws import training_jobs as tj
     from dogclf.aws import tuning_jobs as hpo
 
-    aws, plan, role, image, source_uri = _prepare(cfg, "train-sagemaker --tune")
+    aws, plan, job = _prepare(cfg, "train-sagemaker --tune")
     name = cfg.names.tuning_job(hpo.tuning_stamp())
-    request = hpo.tuning_request(
-        cfg, name=name, image=image, source_uri=source_uri, role=role, region=aws.region
-    )
+    request = hpo.tuning_request(cfg, name=name, **job)
+    _plan_cache_channel(plan, aws, cfg, request)
     name = _plan_tuning_job(plan, aws, cfg, request)
     if not _submitted(
         plan, request, name, "tuning job", dry_run=dry_run, as_json=as_json, wait=wait
@@ -217,9 +254,14 @@ def _tune(cfg: Any, *, wait: bool, poll: float, dry_run: bool, as_json: bool) ->
             f"(stopped before writing one): using {best.training_job}"
         )
     tj.record_latest(aws, cfg, best.description, f"train-sagemaker --tune:{best.training_job}")
+    shared = _share_feature_caches(aws, cfg, description)
     if as_json:
         render.print_json(
-            {**best.as_dict(), "status": description["HyperParameterTuningJobStatus"]}
+            {
+                **best.as_dict(),
+                "status": description["HyperParameterTuningJobStatus"],
+                "feature_caches_shared": shared,
+            }
         )
         return
     from rich.table import Table
@@ -272,10 +314,20 @@ def _train_local(
     from dogclf import render
     from dogclf.aws import training_jobs as tj
     from dogclf.commands.plans import show_plan
+    from dogclf.plan import Action
 
+    if not dry_run:  # before the plan: a missing extra is the command's one error line
+        from dogclf.errors import require_extras
+        from dogclf.local.runner import NEEDS
+
+        require_extras("train-sagemaker --local", *NEEDS)
     name = f"local-{tj.job_stamp()}"
     root = data or cfg.data.local_dir
-    if show_plan(_local_plan(cfg, name, root, workdir, upload), dry_run=dry_run, as_json=as_json):
+    cache_uri, cache_line = _local_cache_channel(cfg, root)
+    plan = _local_plan(cfg, name, root, workdir, upload)
+    if cache_line:
+        plan.add(Action.NOOP, "input channel", "feature_cache", cache_line)
+    if show_plan(plan, dry_run=dry_run, as_json=as_json):
         return
     from dogclf.local.runner import run_local_job
 
@@ -283,6 +335,8 @@ def _train_local(
         channels = _download_channels(cfg, workdir / "data")
     else:
         channels = {c: Path(root) / c for c in tj.CHANNELS}
+    if cache_uri:  # downloaded like a data channel: the toolkit sets SM_CHANNEL_FEATURE_CACHE
+        channels["feature_cache"] = _download_prefix(cfg, cache_uri, workdir / "feature-cache")
     result = run_local_job(
         cfg,
         channels,
@@ -334,18 +388,38 @@ def _local_plan(cfg: Any, name: str, root: Path | None, workdir: Path, upload: b
     return plan
 
 
+def _local_cache_channel(cfg: Any, root: Path | None) -> tuple[str | None, str | None]:
+    """(the stage's feature cache URI to download, or None; the plan line). Only when the
+    data comes from S3 too: a run on a local folder talks to no AWS."""
+    from dogclf.aws import feature_cache_store as fcs
+    from dogclf.aws.session import AwsContext
+    from dogclf.aws.training_jobs import uses_feature_cache
+
+    if not uses_feature_cache(cfg):
+        return None, None
+    if root is not None:
+        return None, "feature cache channel: not added (local data: --local reads no S3)"
+    channel, line = fcs.plan_channel(AwsContext.from_config(cfg), cfg)
+    return (channel["DataSource"]["S3DataSource"]["S3Uri"] if channel else None), line
+
+
 def _download_channels(cfg: Any, target: Path) -> dict[str, Path]:
+    from dogclf.aws.training_jobs import CHANNELS
+
+    _download_prefix(cfg, cfg.s3_prefix("data") + "/", target)
+    return {c: target / c for c in CHANNELS}
+
+
+def _download_prefix(cfg: Any, uri: str, target: Path) -> Path:
     from dogclf import render
     from dogclf.aws.s3_sync import download_prefix
     from dogclf.aws.session import AwsContext
-    from dogclf.aws.training_jobs import CHANNELS
 
     aws = AwsContext.from_config(cfg)
-    uri = cfg.s3_prefix("data") + "/"
     with render.err.status(f"downloading {uri}", spinner="dots"):
         count = download_prefix(aws, uri, target, workers=cfg.data.upload_workers)
     render.success(f"{count} files downloaded to {target} (files already there are kept)")
-    return {c: target / c for c in CHANNELS}
+    return target
 
 
 def _upload_local_model(cfg: Any, name: str, result: Any) -> str:

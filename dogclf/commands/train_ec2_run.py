@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 DEVICES = ("auto", "cpu", "cuda")
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 TAIL_LINES = 15
-# What the pointer keeps of metrics.json.
-POINTER_METRICS = ("train", "valid", "test", "best_epoch", "epochs_run")
 
 
 class Ec2Display(Protocol):
@@ -90,6 +88,8 @@ class Ec2Run:
             "valid_accuracy": metrics.get("valid", {}).get("accuracy"),
             "test_accuracy": metrics.get("test", {}).get("accuracy"),
             "test_loss": metrics.get("test", {}).get("loss"),
+            # "built" / "reused" and the cache pass's images/s; None: no frozen backbone
+            "feature_cache": metrics.get("feature_cache"),
         }
 
 
@@ -179,7 +179,7 @@ def plan_ec2_run(cfg: DogclfConfig, options: Ec2Options, display: Ec2Display) ->
             model_uri=uri,
             source=f"train-ec2:{name}",
             label=f"run {name}",
-            metrics=lambda: {k: v for k, v in run.metrics().items() if k in POINTER_METRICS},
+            metrics=run.metrics,  # the pointer keeps its share (pointer_metrics)
             reuse=done,
         )
     return run

@@ -2,7 +2,8 @@
 
 Configuration comes from environment variables that `dogclf lambda-deploy` sets:
 ENDPOINT_NAME (required), TOP_K, MAX_PAYLOAD_BYTES, MAX_IMAGES, ALLOWED_S3_PREFIX
-("s3://bucket/prefix/" enables the s3_uri form), ENDPOINT_TIMEOUT_S, ENDPOINT_MAX_ATTEMPTS.
+("s3://bucket/prefix/" enables the s3_uri form), ENDPOINT_TIMEOUT_S, ENDPOINT_MAX_ATTEMPTS,
+ENDPOINT_MAX_BODY_BYTES (what the endpoint takes: 4 MB serverless, 6 MB real-time).
 
 Clients are created once, at import (the init phase), with short timeouts and few retries so
 a slow endpoint becomes a 504 before the function itself times out. Only the standard
@@ -31,7 +32,7 @@ from botocore.exceptions import (
 from .events import HttpError, Limits, Request, check_size, parse_event, sniff_image
 from .responses import error, log_request, ok
 
-# The sagemaker-runtime request body cap (bytes).
+# The sagemaker-runtime request body cap (bytes) of a real-time endpoint; serverless: 4 MB.
 RUNTIME_MAX_BODY = 6 * 1024 * 1024
 THROTTLED = {"ThrottlingException", "TooManyRequestsException", "Throttling"}
 UNAVAILABLE = {"ServiceUnavailable", "ModelNotReadyException", "InternalDependencyException"}
@@ -48,6 +49,7 @@ class Settings:
     limits: Limits
     timeout_s: float
     max_attempts: int
+    max_body: int = RUNTIME_MAX_BODY
 
     @classmethod
     def from_env(cls, env: Any = os.environ) -> Settings:
@@ -64,6 +66,7 @@ class Settings:
             ),
             timeout_s=float(env.get("ENDPOINT_TIMEOUT_S", 10)),
             max_attempts=int(env.get("ENDPOINT_MAX_ATTEMPTS", 2)),
+            max_body=int(env.get("ENDPOINT_MAX_BODY_BYTES", RUNTIME_MAX_BODY)),
         )
 
 
@@ -170,11 +173,13 @@ def _endpoint_body(request: Request, types: list[str]) -> dict[str, Any]:
     else:
         doc = {"image": encoded[0], "top_k": request.top_k}
     body = json.dumps(doc).encode()
-    if len(body) <= RUNTIME_MAX_BODY or request.batch:
+    if len(body) <= SETTINGS.max_body:
         return {"ContentType": "application/json", "Body": body}
-    # Only the s3 form can get here (inline images came base64-encoded through Lambda's own
-    # 6 MB cap). `dogclf serve` reads top_k from the custom attributes; an endpoint that
-    # ignores them answers its default top-k, which _classify cuts to top_k.
+    # Base64 grows a batch by a third: refused before the endpoint refuses it.
+    check_size(len(body) if request.batch else len(request.images[0]), SETTINGS.max_body)
+    # A lone image whose base64 is over the cap (the s3 form, or a serverless endpoint's
+    # 4 MB) goes raw. `dogclf serve` reads top_k from the custom attributes; an endpoint
+    # that ignores them answers its default top-k, which _classify cuts to top_k.
     return {
         "ContentType": types[0] if types[0] in RAW_TYPES else "application/x-image",
         "Body": request.images[0],

@@ -43,6 +43,7 @@ class DemoOptions:
     # The emulated account's Lambda concurrency limit; a new account's is often 10, where
     # the demo's reserve cannot fit and lambda-deploy refuses in its plan.
     lambda_concurrency_limit: int | None = None
+    serverless: bool = False  # a serverless endpoint instead of a real-time one
 
 
 @dataclass
@@ -132,13 +133,21 @@ instance_type = "ml.m5.xlarge"
 [endpoint]
 instance_type = "ml.m5.large"
 initial_instance_count = 1
-
+{_SERVERLESS if opts.serverless else ""}
 [autoscaling]
 min_instances = 1
 max_instances = 3
 
 [lambda]
 reserved_concurrency = 5
+provisioned_concurrency = 1
+"""
+
+
+# `demo --serverless`: 2048 MB, up to 5 requests at once, one kept warm.
+_SERVERLESS = """mode = "serverless"
+memory_mb = 2048
+max_concurrency = 5
 provisioned_concurrency = 1
 """
 
@@ -370,7 +379,7 @@ class Demo:
         self.model_name = str(out["model"])
         return (
             f"model {out['model']}, config {out['endpoint_config']}, endpoint "
-            f"{out['endpoint']} ({out['instance_count']} x {out['instance_type']}, {out['status']})"
+            f"{out['endpoint']} ({out['shape']}, {out['status']})"
         )
 
     def serve(self) -> str:
@@ -428,6 +437,8 @@ class Demo:
 
     def scale(self) -> str:
         out = self.command("scale")
+        if out.get("mode") == "serverless":
+            return str(out["message"])
         t = out["target_tracking"]
         return (
             f"{out['resource_id']}: {out['min_instances']}..{out['max_instances']} instances, "
@@ -467,10 +478,18 @@ class Demo:
         out = self.command("status")
         running = [r for r in out["resources"] if r.get("running")]
         cost = out["hourly_cost"]
-        return (
+        line = (
             f"{len(out['resources'])} resources, {len(running)} billed by the hour: "
             f"${cost['known_usd']:.3f}/hour if this were AWS"
         )
+        for r in out["resources"]:
+            crossover = (r.get("pricing") or {}).get("crossover_inference_seconds_per_hour")
+            if crossover is not None:
+                line += (
+                    f"; serverless {r['name']}: real-time is cheaper above "
+                    f"{crossover:,.0f} s of inference an hour"
+                )
+        return line
 
     def teardown(self) -> str:
         if self.server is not None:

@@ -67,6 +67,9 @@ def execute_training_job(
         target = job_dir / "channels" / channel["ChannelName"]
         download_prefix(ctx, channel["DataSource"]["S3DataSource"]["S3Uri"], target, workers=8)
         channels[channel["ChannelName"]] = target
+    checkpoints = request.get("CheckpointConfig") or {}
+    store = job_dir / "checkpoint-s3"
+    synced = _download_checkpoints(ctx, checkpoints.get("S3Uri"), store)
     resources = request.get("ResourceConfig") or {}
     stopping = request.get("StoppingCondition") or {}
     spec = JobSpec(
@@ -78,6 +81,7 @@ def execute_training_job(
         max_run=int(stopping.get("MaxRuntimeInSeconds", DEFAULT_MAX_RUN)),
         job_name=name,
         code_archive=archive,
+        checkpoint_store=store if checkpoints.get("S3Uri") else None,
     )
     lines: list[str] = []
 
@@ -85,8 +89,43 @@ def execute_training_job(
         lines.append(line)
         on_log(line)
 
-    result = run_job(spec, Path(workdir), on_log=log)
+    try:
+        result = run_job(spec, Path(workdir), on_log=log)
+    finally:  # SageMaker uploads the checkpoints of a failed or stopped job too
+        _upload_checkpoints(ctx, checkpoints.get("S3Uri"), store, synced)
     output = str((request.get("OutputDataConfig") or {})["S3OutputPath"]).rstrip("/")
     model_data = upload_file(ctx, result.model_tar, f"{output}/{name}/output/model.tar.gz")
     definitions = (request.get("AlgorithmSpecification") or {}).get("MetricDefinitions") or []
     return JobOutcome(model_data=model_data, metrics=final_metrics(definitions, lines))
+
+
+Snapshot = dict[str, tuple[int, int]]  # relative path -> (size, mtime_ns)
+
+
+def _snapshot(folder: Path) -> Snapshot:
+    if not folder.is_dir():
+        return {}
+    return {
+        p.relative_to(folder).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+
+
+def _download_checkpoints(ctx: AwsContext, uri: str | None, store: Path) -> Snapshot:
+    """CheckpointConfig.S3Uri -> the job's store, as SageMaker fills LocalPath at start
+    (what earlier jobs naming the same URI left: a tuning job's earlier trials, a spot
+    job's last checkpoint); what is there afterwards."""
+    if uri:
+        store.mkdir(parents=True, exist_ok=True)
+        download_prefix(ctx, uri, store, workers=8)
+    return _snapshot(store)
+
+
+def _upload_checkpoints(ctx: AwsContext, uri: str | None, store: Path, before: Snapshot) -> None:
+    """The files the job added or changed under LocalPath -> the S3 URI."""
+    if not uri:
+        return
+    for relative, stamp in sorted(_snapshot(store).items()):
+        if before.get(relative) != stamp:
+            upload_file(ctx, store / relative, uri.rstrip("/") + "/" + relative)

@@ -35,5 +35,5 @@ def check_pins(names: tuple[str, ...] = tuple(EMULATOR_PINS)) -> None:
     if wrong:
         raise DogclfError(
             "the emulator was written against other versions: " + ", ".join(wrong),
-            "pip install 'dogclf[emulator]' (it pins them)",
+            "pip install 'dogclf[emulator]' (it pins them; `make demo` in a checkout)",
         )

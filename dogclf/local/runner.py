@@ -10,9 +10,11 @@ output/failure. Afterwards the hosts' model folders are merged and tarred into
 `model.tar.gz`, as SageMaker does before uploading it.
 
 What SageMaker's platform, not the container, does stays emulated here: fetching the
-channels, the CheckpointConfig sync (a job folder's checkpoints/ plays the checkpoint S3 URI:
-copied into every host's checkpoints/ before the run and back after it, so a re-run of the
-same job name resumes as a restarted spot job does), the max run time, the packing.
+channels, the CheckpointConfig sync (a checkpoint store plays the checkpoint S3 URI: copied
+into every host's checkpoints/ before the run and back after it; the emulator's jobs sync
+it with the S3 URI itself (job_executor.py), so the trials of a tuning job share it as on
+AWS; `--local` uses the job folder's checkpoints/, so a re-run of the same job name resumes
+as a restarted spot job does), the max run time, the packing.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from dogclf.errors import DogclfError, ResourceFailedError, require_extra
+from dogclf.errors import DogclfError, ResourceFailedError, require_extras
 from dogclf.local.sagemaker_container import (
     HostLayout,
     HostSetup,
@@ -49,6 +51,8 @@ if TYPE_CHECKING:
     from dogclf.local.job_network import HostNetwork, JobNetwork
 
 TAIL_LINES = 15
+# A job run here needs the training core's torch and AWS's launcher (module -> extra).
+NEEDS = (("torch", "torch"), ("sagemaker_pytorch_container", "emulator"))
 # StoppingCondition.MaxRuntimeInSeconds when a request has none: SageMaker's default, 1 day.
 DEFAULT_MAX_RUN = 86400
 # StopTrainingJob: SIGTERM, then SageMaker ends the job 120 s later (API_StopTrainingJob).
@@ -88,6 +92,9 @@ class JobSpec:
     # sourcedir.tar.gz unpacked into each host's code/ before the launcher starts; None: the
     # launcher fetches sagemaker_submit_directory itself (a local tarball, `--local`).
     code_archive: Path | None = None
+    # What plays CheckpointConfig.S3Uri (its objects, synced by the caller); None: the job
+    # folder's checkpoints/.
+    checkpoint_store: Path | None = None
 
 
 @dataclass
@@ -189,16 +196,15 @@ def run_job(
     spec: JobSpec, workdir: Path, *, on_log: Callable[[str], None] | None = None
 ) -> LocalJobResult:
     """Run one job's hosts through the launcher and pack its model; see run_local_job."""
-    require_extra("torch", "torch", "train-sagemaker --local")
-    require_extra("sagemaker_pytorch_container", "emulator", "train-sagemaker --local")
+    require_extras("train-sagemaker --local", *NEEDS)
     from dogclf.local.job_network import network_for
     from dogclf.model.artifact import pack_model_dir
 
     if spec.instance_count < 1:
         raise DogclfError(f"instance_count must be >= 1, got {spec.instance_count}")
     job_dir = Path(workdir).resolve() / spec.job_name
-    hosts, layouts = _lay_out_hosts(spec, job_dir)
-    store = job_dir / "checkpoints"  # plays CheckpointConfig.S3Uri
+    store = spec.checkpoint_store or job_dir / "checkpoints"  # plays CheckpointConfig.S3Uri
+    hosts, layouts = _lay_out_hosts(spec, job_dir, store)
     log_path = job_dir / "training.log"
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     procs: dict[str, subprocess.Popen[str]] = {}
@@ -243,7 +249,7 @@ def run_job(
     return LocalJobResult(job_dir, model_dir, model_tar, metrics, log_path, code, stopped)
 
 
-def _lay_out_hosts(spec: JobSpec, job_dir: Path) -> tuple[list[str], list[HostLayout]]:
+def _lay_out_hosts(spec: JobSpec, job_dir: Path, store: Path) -> tuple[list[str], list[HostLayout]]:
     """algo-1..N, each base dir laid out from the request, with the job's checkpoints."""
     hosts = [f"algo-{i + 1}" for i in range(spec.instance_count)]
     layouts = [HostLayout(job_dir / host) for host in hosts]
@@ -257,7 +263,7 @@ def _lay_out_hosts(spec: JobSpec, job_dir: Path) -> tuple[list[str], list[HostLa
     )
     for layout, host in zip(layouts, hosts, strict=True):
         prepare_host(layout, setup, host)
-        _copy_tree(job_dir / "checkpoints", layout.checkpoints)
+        _copy_tree(store, layout.checkpoints)
     return hosts, layouts
 
 

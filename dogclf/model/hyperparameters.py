@@ -29,6 +29,8 @@ HYPERPARAMETER_FIELDS: dict[str, str] = {
     "arch": "arch",
     "pretrained": "pretrained",
     "freeze_backbone": "freeze-backbone",
+    "feature_cache": "feature-cache",
+    "augment_views": "augment-views",
     "epochs": "epochs",
     "batch_size": "batch-size",
     "lr": "lr",
@@ -43,6 +45,9 @@ HYPERPARAMETER_FIELDS: dict[str, str] = {
     "int8_min_agreement": "int8-min-agreement",
 }
 
+# Options that only apply to a frozen backbone: a job without one is sent without them.
+FROZEN_ONLY = ("feature-cache", "augment-views")
+
 
 def hp_value(value: Any) -> str:
     """One hyperparameter on a command line: a string, booleans lower-case."""
@@ -55,9 +60,12 @@ def hyperparameter_values(training: TrainingSection) -> dict[str, Any]:
     """`{"arch": "resnet50", "epochs": 10, "batch-size": 64, "lr": 0.001, ...}`, typed.
 
     Unset optional values (num_workers = None: "use the host's CPUs") are left out so the
-    entry point's own default applies on the training host.
+    entry point's own default applies on the training host, and so are the feature cache's
+    settings when the backbone is not frozen.
     """
     values = {option: getattr(training, field) for field, option in HYPERPARAMETER_FIELDS.items()}
+    if not training.freeze_backbone:  # the feature cache's settings mean nothing then
+        values = {k: v for k, v in values.items() if k not in FROZEN_ONLY}
     return {option: value for option, value in values.items() if value is not None}
 
 

@@ -33,10 +33,12 @@ class EndpointPredictor(Predictor):
 
     @classmethod
     def from_options(cls, cfg: DogclfConfig, options: PredictOptions) -> Predictor:
+        from dogclf.aws.serverless import max_request_bytes
         from dogclf.aws.session import AwsContext
 
         client = AwsContext.from_config(cfg).client("sagemaker-runtime")
-        cap = int(min(cfg.serving.max_payload_mb, 6.0) * 1024 * 1024)  # AWS caps at 6 MB
+        # AWS caps requests at 6 MB, 4 MB on a serverless endpoint: larger ones never leave.
+        cap = max_request_bytes(cfg, cfg.serving.max_payload_mb)
         return cls(client, options.endpoint_name or cfg.names.endpoint, cap)
 
     def predict(self, images: Sequence[bytes], top_k: int) -> list[Prediction]:

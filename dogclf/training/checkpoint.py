@@ -34,6 +34,8 @@ RESUME_MUST_MATCH = (
     "arch",
     "pretrained",
     "freeze_backbone",
+    "feature_cache",
+    "augment_views",
     "batch_size",
     "lr",
     "optimizer",
@@ -95,15 +97,20 @@ def save(
     arch: str,
     labels: list[str],
     args: Mapping[str, Any],
+    only: str = "",
 ) -> Path:
-    """Write the checkpoint after the epoch `progress.next_epoch - 1`."""
+    """Write the checkpoint after the epoch `progress.next_epoch - 1`.
+
+    `only`: save just the weights whose names start with it (a frozen backbone's head; the
+    backbone is rebuilt the same from arch, pretrained and seed, which a resume must match)."""
     epoch = progress.next_epoch - 1
     best_is_now = progress.best is not None and progress.best["epoch"] == epoch
+    model = {k: v for k, v in parts.model.state_dict().items() if k.startswith(only)}
     state = {
         "arch": arch,
         "labels": labels,
         "epoch": epoch,  # 0-based, completed
-        "model": parts.model.state_dict(),
+        "model": model,
         "optimizer": parts.optimizer.state_dict(),
         "scheduler": parts.scheduler.state_dict(),
         "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
@@ -140,7 +147,9 @@ def restore(
         return None
     check_compatible(state, arch=arch, labels=labels)
     check_same_hyperparameters(state, args, checkpoint_dir / CHECKPOINT_FILE)
-    parts.model.load_state_dict(state["model"])
+    weights = parts.model.state_dict()
+    weights.update(state["model"])  # all of them, or a frozen backbone's head (save's `only`)
+    parts.model.load_state_dict(weights)
     parts.optimizer.load_state_dict(state["optimizer"])
     parts.scheduler.load_state_dict(state["scheduler"])
     if parts.scaler is not None and state.get("scaler"):

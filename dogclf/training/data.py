@@ -9,11 +9,12 @@ a marker, and the training process reports the path and skips it (or stops, by f
 
 from __future__ import annotations
 
+import bisect
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
@@ -190,12 +191,19 @@ def default_num_workers(local_world_size: int = 1) -> int:
     return max(1, cpus // max(1, local_world_size))
 
 
+class EpochSampler(Protocol):
+    def set_epoch(self, epoch: int) -> None: ...
+
+
 @dataclass
 class Loaders:
-    train: DataLoader[Any]
-    valid: DataLoader[Any]
-    test: DataLoader[Any]
-    train_sampler: DistributedSampler[Any]
+    """What an epoch iterates: batches of (inputs, targets, unreadable files). Images from
+    build_loaders, or the feature cache's features (dogclf/training/cached.py)."""
+
+    train: Iterable[Any]
+    valid: Iterable[Any]
+    test: Iterable[Any]
+    train_sampler: EpochSampler  # set_epoch(epoch) before each epoch: its shuffle
 
 
 def build_loaders(
@@ -237,3 +245,51 @@ def build_loaders(
         for ds in eval_sets.values()
     )
     return Loaders(train=train, valid=valid, test=test, train_sampler=train_sampler)
+
+
+class PassImages(Dataset[tuple[Any, int, str, int]]):
+    """Several passes over image lists (each with its own transform) as one dataset, each
+    item with its position in the whole: the feature cache's one loader for every split and
+    view (one pool of workers, one pipeline), its ranks' shares put back in order by it."""
+
+    def __init__(self, passes: list[ImageFiles]) -> None:
+        self.passes = passes
+        self.offsets = [0]
+        for images in passes:
+            self.offsets.append(self.offsets[-1] + len(images))
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def __getitem__(self, index: int) -> tuple[Any, int, str, int]:
+        number = bisect.bisect_right(self.offsets, index) - 1
+        return (*self.passes[number][index - self.offsets[number]], index)
+
+
+def collate_indexed(
+    batch: list[tuple[Any, int, str, int]],
+) -> tuple[torch.Tensor, torch.Tensor, list[BadImage], torch.Tensor]:
+    """collate, plus the positions of the good samples."""
+    images, targets, bad = collate([item[:3] for item in batch])
+    where = torch.tensor([i for image, _, _, i in batch if image is not None], dtype=torch.long)
+    return images, targets, bad, where
+
+
+def cache_pass_loader(
+    images: PassImages, share: ShardSampler, batch_size: int, num_workers: int, **kwargs: Any
+) -> DataLoader[Any]:
+    """One pass over this rank's `share` for the feature cache; `seed` (in kwargs) fixes the
+    random views a training transform draws in the workers."""
+    generator = torch.Generator()
+    generator.manual_seed(int(kwargs.get("seed", 0)))
+    extra: dict[str, Any] = {"prefetch_factor": 4} if num_workers > 0 else {}
+    return DataLoader(
+        images,
+        batch_size=batch_size,
+        sampler=share,
+        num_workers=num_workers,
+        collate_fn=collate_indexed,
+        pin_memory=bool(kwargs.get("pin_memory", False)),
+        generator=generator,
+        **extra,
+    )

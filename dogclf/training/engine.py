@@ -28,6 +28,8 @@ class EpochStats:
     data_seconds: float = 0.0  # time this rank waited for the loader
     local_samples: int = 0  # seen by this rank
     stopped: bool = False  # train_one_epoch left early: should_stop said so
+    # evaluate(num_classes=N): N x N counts over all ranks, rows true, columns predicted
+    confusion: list[list[int]] | None = None
 
     @property
     def images_per_s(self) -> float:
@@ -68,6 +70,24 @@ class Meter:
         if count == 0:
             return float("nan"), float("nan"), 0
         return loss_sum / count, correct / count, int(count)
+
+
+class ConfusionCounts:
+    """A confusion matrix summed like Meter: on the device, one all-reduce at the end."""
+
+    def __init__(self, num_classes: int, device: torch.device) -> None:
+        self.num_classes = num_classes
+        self.counts = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        cell = targets * self.num_classes + logits.argmax(dim=1)  # row: true, column: predicted
+        self.counts += torch.bincount(cell, minlength=self.counts.numel())
+
+    def result(self) -> list[list[int]]:
+        """Over all ranks; rows: the true class, columns: the prediction."""
+        totals = distributed.all_reduce_sum(self.counts)
+        matrix: list[list[int]] = totals.view(self.num_classes, -1).tolist()
+        return matrix
 
 
 @dataclass
@@ -221,10 +241,13 @@ def evaluate(
     step: StepConfig,
     *,
     on_bad: BadHandler | None = None,
+    num_classes: int | None = None,
 ) -> EpochStats:
-    """Mean cross-entropy (no label smoothing, so runs compare) and accuracy, eval mode."""
+    """Mean cross-entropy (no label smoothing, so runs compare) and accuracy, eval mode;
+    with `num_classes`, the confusion matrix too (ConfusionCounts)."""
     model.eval()
     meter = Meter(step.device)
+    counts = ConfusionCounts(num_classes, step.device) if num_classes else None
     started = time.perf_counter()
     with torch.inference_mode():
         for batch in loader:
@@ -236,6 +259,11 @@ def evaluate(
                 logits = model(images)
             loss_sum = nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
             meter.update(loss_sum, logits, targets)
+            if counts is not None:
+                counts.update(logits, targets)
     seconds = time.perf_counter() - started
     loss_mean, accuracy, samples = meter.result()
-    return EpochStats(loss_mean, accuracy, samples, seconds, local_samples=meter.count)
+    confusion = counts.result() if counts is not None else None
+    return EpochStats(
+        loss_mean, accuracy, samples, seconds, local_samples=meter.count, confusion=confusion
+    )

@@ -90,11 +90,16 @@ class FrozenBackbone(nn.Module):
         self.backbone.eval()
         return self
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's fp32 features (an inference tensor): what the head sees, and what
+        the feature cache stores (dogclf/training/cached.py)."""
         # Always inference mode, in training and in evaluate alike: the cheapest mode, and
         # one mode means one compiled graph.
         with torch.inference_mode(), self._autocast(x):
-            features = self.backbone(x).float()  # the head sees fp32 features
+            return self.backbone(x).float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.features(x)
         if torch.is_grad_enabled():
             features = features.clone()  # inference tensors cannot enter autograd; copies can
         return self.head(features)

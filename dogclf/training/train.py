@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import random
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -93,6 +94,17 @@ def checkpoint_dir_for(
     return base / job if job else base
 
 
+def feature_cache_root(args: argparse.Namespace) -> Path:
+    """The feature cache's folder: beside the per-job checkpoint folders, so every trial of
+    a tuning job (one CheckpointConfig S3 URI) and a restarted job find it."""
+    if args.feature_cache_dir is not None:
+        return Path(args.feature_cache_dir)
+    base = args.checkpoint_dir or (Path(args.model_dir).parent / "checkpoints")
+    return Path(base) / "feature-cache"
+
+
+BEST_SO_FAR_EVERY_S = 30.0  # with the feature cache: see TrainingRun.write_best_so_far
+
 Adder = Callable[..., None]  # add(*names, **argparse_kwargs) on one argument group
 
 
@@ -155,6 +167,21 @@ def _data_options(add: Adder, env: Mapping[str, str]) -> None:
         "/opt/ml/checkpoints on SageMaker, else MODEL_DIR/../checkpoints); inside a "
         "SageMaker job its TRAINING_JOB_NAME subfolder",
     )
+    add(
+        "--feature-cache-dir",
+        type=Path,
+        default=None,
+        help="where the frozen backbone's feature cache lives (default: the checkpoint "
+        "folder's feature-cache/, without the job subfolder: a tuning job's trials share it)",
+    )
+    add(
+        "--feature-cache-from",
+        type=Path,
+        default=_env_path(env, "SM_CHANNEL_FEATURE_CACHE"),
+        help="read-only caches of earlier jobs, one <key>/ folder each, used when "
+        "FEATURE_CACHE_DIR has none for this run (default SM_CHANNEL_FEATURE_CACHE: the "
+        "channel train-sagemaker adds from the stage's feature-cache prefix)",
+    )
     add("--pack", type=Path, default=None, help="also write model.tar.gz to this path")
     add(
         "--bad-images",
@@ -177,6 +204,20 @@ def _model_options(add: Adder) -> None:
         help="start from ImageNet weights (needs network or a filled torch hub cache)",
     )
     add("--freeze-backbone", **_switch(False), help="train only the new head")
+    add(
+        "--feature-cache",
+        **_switch(True),
+        help="with --freeze-backbone: run the backbone once per image and view, store the "
+        "features in FEATURE_CACHE_DIR (reused by later runs and tuning trials), train the "
+        "head on them",
+    )
+    add(
+        "--augment-views",
+        type=int,
+        default=0,
+        help="feature cache: 0 = each training image once, eval transform; N = N random "
+        "training views per image, computed once",
+    )
 
 
 def _optimization_options(add: Adder) -> None:
@@ -335,6 +376,7 @@ class Prepared:
     step: StepConfig
     checkpoint_dir: Path
     progress: Progress  # a fresh run's, or where the checkpoint left off
+    feature_cache: dict[str, Any] | None = None  # built/reused, key, images/s; None: not used
 
 
 def epoch_record(
@@ -356,9 +398,19 @@ def epoch_record(
 
 
 def advance(
-    progress: Progress, record: dict[str, Any], model: nn.Module, *, patience: int, epochs: int
+    progress: Progress,
+    record: dict[str, Any],
+    model: nn.Module,
+    *,
+    patience: int,
+    epochs: int,
+    keep: str = "",
 ) -> None:
-    """Count the epoch `record` describes: best by valid accuracy, then by lower valid loss."""
+    """Count the epoch `record` describes: best by valid accuracy, then by lower valid loss.
+
+    `keep`: copy only the weights whose names start with it as the best ones (the head of
+    a frozen backbone: the rest never changes, and copying it costs more than an epoch on
+    cached features)."""
     epoch, best = record["epoch"] - 1, progress.best
     if best is None or (record["valid_accuracy"], -record["valid_loss"]) > (
         best["valid_accuracy"],
@@ -366,7 +418,9 @@ def advance(
     ):
         keys = ("valid_loss", "valid_accuracy", "train_loss", "train_accuracy")
         progress.best = {"epoch": epoch, **{key: record[key] for key in keys}}
-        progress.best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        progress.best_weights = {
+            k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k.startswith(keep)
+        }
         progress.stale_epochs = 0
     else:
         progress.stale_epochs += 1
@@ -387,6 +441,9 @@ class TrainingRun:
         self.info = info
         self.seen_bad: set[str] = set()
         self.stopped_at: int | None = None  # 0-based epoch a stop signal cut short
+        self.best_written = float("-inf")  # time.monotonic() of the last best-so-far write
+        self.started = time.perf_counter()  # metrics.json's timings
+        self.precision_choice: PrecisionChoice | None = None  # set by precision()
 
     # -- output: only rank 0 talks, except for per-rank problems
 
@@ -420,13 +477,33 @@ class TrainingRun:
 
     def run(self) -> TrainResult:
         p = self.prepare()
-        for epoch in range(p.progress.next_epoch, self.args.epochs):
-            if p.progress.stopped_early:  # also when the checkpoint had stopped
-                break
-            if self.stop_requested(0) or not self.train_epoch(p, epoch):
-                self.stopped_at = epoch
-                break
+        try:
+            for epoch in range(p.progress.next_epoch, self.args.epochs):
+                if p.progress.stopped_early:  # also when the checkpoint had stopped
+                    break
+                if self.stop_requested(0) or not self.train_epoch(p, epoch):
+                    self.stopped_at = epoch
+                    break
+        except Exception as exc:
+            self.keep_curves(p, exc)
+            raise
         return self.finish(p)
+
+    def keep_curves(self, p: Prepared, exc: Exception) -> None:
+        """A run failing after an epoch leaves the best model so far, its metrics.json
+        saying why, and the report's curves of every epoch it ran (rank 0)."""
+        best, weights = p.progress.best, p.progress.best_weights
+        if not self.info.is_main or best is None or weights is None:
+            return
+        try:
+            p.parts.model.load_state_dict(weights)
+            metrics = {
+                **self.final_metrics(p, best, None),
+                "failed": f"{type(exc).__name__}: {exc}",
+            }
+            self.write_artifact(p.parts.model, p.dataset.labels, metrics, pack=False)
+        except Exception as second:  # the first failure is the one to report
+            self.log(f"warning: the failed run's best model so far not written: {second}")
 
     @property
     def stop_signal(self) -> str | None:
@@ -474,7 +551,81 @@ class TrainingRun:
             where = checkpoint_dir / ckpt.CHECKPOINT_FILE
             self.log(f"resuming from {where}: epoch {resumed.next_epoch} done")
         progress = resumed or ckpt.Progress()
-        return Prepared(dataset, loaders, parts, train_module, step, checkpoint_dir, progress)
+        p = Prepared(dataset, loaders, parts, train_module, step, checkpoint_dir, progress)
+        if args.freeze_backbone and args.feature_cache:
+            self.use_feature_cache(p, precision.label)
+        return p
+
+    def use_feature_cache(self, p: Prepared, precision: str) -> None:
+        """Swap the image loaders and the frozen model for cached features and the head
+        (dogclf/training/cached.py); p.parts.model stays the whole network."""
+        import torch
+
+        from dogclf.training import cached
+        from dogclf.training import feature_cache as fc
+        from dogclf.training.engine import StepConfig
+        from dogclf.training.frozen import FrozenBackbone, head_attribute
+
+        args, model, frozen, step = self.args, p.parts.model, p.train_module, p.step
+        assert isinstance(frozen, FrozenBackbone)  # training_module() with freeze_backbone
+        head = head_attribute(args.arch) + "."
+
+        def key_parts() -> dict[str, Any]:
+            backbone = {k: v for k, v in model.state_dict().items() if not k.startswith(head)}
+            return {
+                "arch": args.arch,
+                "weights": fc.weights_identity(backbone),
+                "image_size": args.image_size,
+                "views": args.augment_views,
+                "precision": precision,
+            }
+
+        def features(images: torch.Tensor) -> torch.Tensor:
+            x, _ = step.to_device(images, torch.empty(0, dtype=torch.long))
+            with step.autocast():
+                return frozen.features(x)
+
+        request = cached.CacheRequest(
+            root=feature_cache_root(args),
+            shared=args.feature_cache_from,
+            key_parts=key_parts,
+            features=features,
+            image_size=args.image_size,
+            views=args.augment_views,
+            batch_size=args.batch_size,
+            num_workers=self.num_workers(),
+            seed=args.seed,
+            on_bad=self.on_bad,
+            log=self.log,
+            log_every=args.print_freq * args.batch_size,
+            pin_memory=self.device.type == "cuda",
+        )
+        splits, info = cached.obtain(request, p.dataset, self.info)
+        self.log_feature_cache(info, splits)
+        p.loaders = cached.feature_loaders(
+            splits,
+            batch_size=args.batch_size,
+            rank=self.info.rank,
+            world_size=self.info.world_size,
+            seed=args.seed,
+        )
+        p.train_module = frozen.head  # DDP-wrapped when distributed
+        p.step = StepConfig(device=self.device, amp_dtype=step.amp_dtype)
+        p.feature_cache = info.as_dict()
+
+    def log_feature_cache(self, info: Any, splits: dict[str, Any]) -> None:
+        sizes = ", ".join(f"{k} {len(s)}" for k, s in splits.items())
+        ranks = self.info.world_size
+        how = (
+            f"built in {info.seconds:.1f} s ({info.images_per_s:.1f} images/s, "
+            f"{ranks} rank{'s' if ranks > 1 else ''})"
+            if info.status == "built"
+            else f"reused from the {info.source} (loaded in {info.seconds:.1f} s)"
+        )
+        self.log(
+            f"feature cache: {how}; key {info.key[:12]}, {sizes} images x "
+            f"{info.views} train view(s), {info.dtype}, {info.bytes / 1e6:.1f} MB in {info.path}"
+        )
 
     def train_epoch(self, p: Prepared, epoch: int) -> bool:
         """Train, evaluate on valid, keep the best weights, checkpoint (rank 0).
@@ -484,6 +635,7 @@ class TrainingRun:
         from dogclf.training import checkpoint as ckpt
         from dogclf.training import distributed
         from dogclf.training.engine import evaluate, train_one_epoch
+        from dogclf.training.frozen import head_attribute
 
         args, parts, progress = self.args, p.parts, p.progress
         p.loaders.train_sampler.set_epoch(epoch)
@@ -507,12 +659,21 @@ class TrainingRun:
         samples_per_rank = distributed.all_gather_ints(train.local_samples)
         valid = evaluate(p.train_module, p.loaders.valid, p.step, on_bad=self.on_bad)
         record = epoch_record(epoch, train, valid, lr, samples_per_rank)
-        advance(progress, record, parts.model, patience=args.patience, epochs=args.epochs)
+        keep = head_attribute(args.arch) + "." if p.feature_cache is not None else ""
+        advance(
+            progress, record, parts.model, patience=args.patience, epochs=args.epochs, keep=keep
+        )
         self.log_epoch(record, args.epochs, best_epoch=progress.best_epoch)
         if self.info.is_main:
             labels = p.dataset.labels
             ckpt.save(
-                p.checkpoint_dir, parts, progress, arch=args.arch, labels=labels, args=vars(args)
+                p.checkpoint_dir,
+                parts,
+                progress,
+                arch=args.arch,
+                labels=labels,
+                args=vars(args),
+                only=keep,
             )
             self.write_best_so_far(p, epoch)
         distributed.barrier()
@@ -533,8 +694,16 @@ class TrainingRun:
         best, weights = p.progress.best, p.progress.best_weights
         self.log_stop(p)
         assert best is not None and weights is not None  # at least one epoch ran
-        p.parts.model.load_state_dict(weights)
-        test = evaluate(p.train_module, p.loaders.test, p.step, on_bad=self.on_bad)
+        state = p.parts.model.state_dict()
+        state.update(weights)  # all of them, or only the head's (advance's `keep`)
+        p.parts.model.load_state_dict(state)
+        test = evaluate(
+            p.train_module,
+            p.loaders.test,
+            p.step,
+            on_bad=self.on_bad,
+            num_classes=p.dataset.num_classes,
+        )
         for name, value in (
             ("valid_loss", best["valid_loss"]),
             ("valid_accuracy", best["valid_accuracy"]),
@@ -564,6 +733,9 @@ class TrainingRun:
         info: dict[str, Any] = {"usable": False, "min_agreement": self.args.int8_min_agreement}
         if self.stop_signal is not None:  # a stopped job has seconds left: write, no calibration
             return None, {**info, "reason": f"stopped by {self.stop_signal}"}
+        if self.args.int8_min_agreement > 100:  # no agreement reaches it: skip the work
+            self.log("int8: off (--int8-min-agreement above 100)")
+            return None, {**info, "reason": "off: --int8-min-agreement above 100"}
         engine = quantize.int8_engine()
         if engine is None:
             self.log("int8: unsupported here (no x86/fbgemm quantized engine)")
@@ -619,10 +791,19 @@ class TrainingRun:
         SageMaker uploads the model dir of a stopped job, but the stock image's launcher does
         not pass SIGTERM on to the program, so a stop must find the best model already there.
         """
+        import time
+
         best = p.progress.best
         last = epoch + 1 == self.args.epochs or p.progress.stopped_early
         if best is None or best["epoch"] != epoch or last:  # finish() writes the last one
             return
+        # Epochs on cached features take a fraction of a second, writing the model dir
+        # longer: then at most one write per BEST_SO_FAR_EVERY_S (a stop finds a model at
+        # most that much older than the best).
+        now = time.monotonic()
+        if p.feature_cache is not None and now - self.best_written < BEST_SO_FAR_EVERY_S:
+            return
+        self.best_written = now
         metrics = self.final_metrics(p, best, None)
         self.write_artifact(p.parts.model, p.dataset.labels, metrics, pack=False)
 
@@ -656,6 +837,11 @@ class TrainingRun:
                 f"invalid settings: epochs={args.epochs}, batch-size={args.batch_size}, lr={args.lr}",
                 "epochs and batch size must be >= 1 and lr > 0",
             )
+        if args.augment_views < 0:
+            raise DogclfError(
+                f"invalid --augment-views {args.augment_views}",
+                "use 0 (the eval transform only) or the number of random views per image",
+            )
 
     def seed(self) -> None:
         import torch
@@ -671,11 +857,7 @@ class TrainingRun:
         args, info = self.args, self.info
         splits = {"train": args.train_dir, "valid": args.valid_dir, "test": args.test_dir}
         dataset = data_mod.scan_dataset(data_mod.split_dirs(args.data_dir, splits))
-        num_workers = (
-            args.num_workers
-            if args.num_workers is not None
-            else data_mod.default_num_workers(info.local_world_size)
-        )
+        num_workers = self.num_workers()
         loaders = data_mod.build_loaders(
             dataset,
             image_size=args.image_size,
@@ -694,6 +876,13 @@ class TrainingRun:
         )
         return dataset, loaders
 
+    def num_workers(self) -> int:
+        from dogclf.training import data as data_mod
+
+        if self.args.num_workers is not None:
+            return int(self.args.num_workers)
+        return data_mod.default_num_workers(self.info.local_world_size)
+
     def precision(self) -> tuple[PrecisionChoice, torch.amp.GradScaler | None]:
         """engine.choose_precision on this device, and the GradScaler fp16 needs."""
         import torch
@@ -710,6 +899,7 @@ class TrainingRun:
             cpu_native_bf16=not cuda and cpu_has_native_bf16(),
         )
         scaler = torch.amp.GradScaler(self.device.type) if choice.grad_scaler else None
+        self.precision_choice = choice
         return choice, scaler
 
     def final_metrics(
@@ -735,7 +925,19 @@ class TrainingRun:
             "world_size": self.info.world_size,
             "samples": {split: len(s) for split, s in p.dataset.samples.items()},
             "samples_per_rank": history[-1]["samples_per_rank"],
+            "feature_cache": p.feature_cache,
             "history": history,
+            # What the training report shows beyond the above (dogclf/training/report.py).
+            "test_confusion": None if test is None else test.confusion,
+            "training_precision": {
+                "label": self.precision_choice.label if self.precision_choice else None,
+                "reason": self.precision_choice.reason if self.precision_choice else None,
+            },
+            "timings": {
+                "total_seconds": round(time.perf_counter() - self.started, 3),
+                "epochs_seconds": round(sum(r["seconds"] for r in history), 3),
+                "test_seconds": None if test is None else round(test.seconds, 3),
+            },
         }
 
     # -- pieces
@@ -858,6 +1060,9 @@ class TrainingRun:
             int8_model=int8_model,
         )
         self.log(f"model written to {model_dir}" + ("" if pack else " (best so far)"))
+        from dogclf.training.report import write_report_safely
+
+        write_report_safely(model_dir, metrics, labels, self.log)  # inside model.tar.gz too
         if self.args.pack is None or not pack:
             return None
         tarball = pack_model_dir(model_dir, Path(self.args.pack))

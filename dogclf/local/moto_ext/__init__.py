@@ -11,6 +11,8 @@ and what it overrides:
   UpdateEndpoint and StopTrainingJob added;
 - instance_types: CreateEndpointConfig checks InstanceType against botocore's enum, not
   moto's shorter list (which refuses ml.g5 and every newer family);
+- serverless: UpdateEndpoint refuses to turn an instance-based endpoint serverless, and
+  CreateEndpointConfig what AWS refuses in a ServerlessConfig variant;
 - training_runtime: CreateTrainingJob overridden (keeps MetricDefinitions, starts a
   scripted job, or really runs the job through dogclf/local/job_executor.py once enabled);
 - tuning: a tuning job starts training jobs and reports the best one; lists and stops them;
@@ -39,6 +41,7 @@ from dogclf.local.moto_ext import (
     lambda_runtime,
     s3_policy,
     sagemaker_lifecycle,
+    serverless,
     training_runtime,
     tuning,
 )
@@ -81,6 +84,7 @@ def install() -> None:
     for module in (
         sagemaker_lifecycle,
         instance_types,
+        serverless,  # wraps sagemaker_lifecycle's UpdateEndpoint
         training_runtime,
         tuning,
         lambda_concurrency,

@@ -42,6 +42,11 @@ def enable_training_runtime(emulator_url: str, workdir: str, *, region: str = "u
     routes.post_json(emulator_url, TRAINING_RUNTIME_PATH, {"workdir": workdir, "region": region})
 
 
+def runtime_enabled(backend: Any) -> bool:
+    """Whether this account/region's training jobs really run (the route turned it on)."""
+    return _training_runtime(backend) is not None
+
+
 def _training_runtime(backend: Any) -> dict[str, Any] | None:
     runtime: dict[str, Any] | None = backend.__dict__.get("_dogclf_training_runtime")
     return runtime
@@ -77,6 +82,7 @@ def _start_training_run(backend: Any, job: Any, runtime: dict[str, Any]) -> None
         "OutputDataConfig": dict(job.output_data_config or {}),
         "ResourceConfig": dict(job.resource_config or {}),
         "StoppingCondition": dict(job.stopping_condition or {}),
+        "CheckpointConfig": dict(job.checkpoint_config or {}),
     }
     runtime["pool"].submit(_run_training_job, backend, job, request, runtime)
 

@@ -9,6 +9,11 @@ StopHyperParameterTuningJob. This module overrides:
   and a placeholder model.tar.gz each, since they are not run), records the real best one and the status counters, and
   starts a scripted tuning job (sagemaker_lifecycle.py) in its first status;
 - DescribeHyperParameterTuningJob: one script step per call;
+- with the training runtime on (training_runtime.py), the trials really run instead: at most
+  MaxParallelTrainingJobs at a time, the next ones started as earlier ones end (checked on
+  each Describe), each through the runtime with the definition's CheckpointConfig, so later
+  trials receive what earlier ones left under its S3 URI (the feature cache); the tuning job
+  InProgress until every trial ended, its counters and best trial from their real metrics;
 
 and adds ListTrainingJobsForHyperParameterTuningJob (StatusEquals, SortBy, SortOrder,
 NextToken/MaxResults) and StopHyperParameterTuningJob (stops the InProgress children too).
@@ -176,6 +181,79 @@ def _record_outcome(tuning: Any, children: list[dict[str, Any]], objective: dict
     tuning.objective_status_counters = {"Succeeded": len(scored), "Pending": 0, "Failed": 0}
 
 
+# ---------------------------------------------------------------- trials that really run
+
+_TRIALS = "_dogclf_trials"  # on the tuning job: what starting its next trials needs
+_FINAL = ("Completed", "Failed", "Stopped")
+
+
+def _start_real_trials(backend: Any, tuning: Any, request: dict[str, Any]) -> None:
+    import random
+
+    from moto.core.utils import utcnow
+
+    tuning.hyper_parameter_tuning_job_status = "InProgress"
+    tuning.hyper_parameter_tuning_end_time = None
+    tuning.best_training_job = tuning.OverallBestTrainingJob = None
+    tuning.last_modified_time = utcnow()
+    name = request["hyper_parameter_tuning_job_name"]
+    tuning.__dict__[_TRIALS] = {"request": request, "rng": random.Random(name), "created": 0}
+    _top_up(backend, tuning)
+    _follow_trials(backend, tuning)
+
+
+def _top_up(backend: Any, tuning: Any) -> None:
+    """Start trials until MaxParallelTrainingJobs run or MaxNumberOfTrainingJobs exist."""
+    state = tuning.__dict__[_TRIALS]
+    if tuning.hyper_parameter_tuning_job_status != "InProgress":
+        return
+    config = state["request"]["hyper_parameter_tuning_job_config"]
+    limits = config.get("ResourceLimits") or {}
+    most, parallel = (
+        int(limits.get(k) or 1) for k in ("MaxNumberOfTrainingJobs", "MaxParallelTrainingJobs")
+    )
+    children = _tuning_children(backend, tuning.arn)
+    running = sum(c.training_job_status not in _FINAL for c in children)
+    rng, name = state["rng"], tuning.hyper_parameter_tuning_job_name
+    while state["created"] < most and running < parallel:
+        tuned = _sample_hyperparameters(config.get("ParameterRanges") or {}, rng)
+        child_name = f"{name}-{state['created'] + 1:03d}-{rng.getrandbits(32):08x}"
+        child = _create_child(backend, child_name, tuned, state["request"])  # runs it
+        child.tuning_job_arn = tuning.arn
+        child.tuned_hyper_parameters = tuned
+        state["created"] += 1
+        running += 1
+
+
+def _follow_trials(backend: Any, tuning: Any) -> None:
+    """Counters, the best trial and the tuning job's status from its trials as they are."""
+    from moto.core.utils import utcnow
+
+    state = tuning.__dict__[_TRIALS]
+    config = state["request"]["hyper_parameter_tuning_job_config"]
+    objective = config.get("HyperParameterTuningJobObjective") or {}
+    name = tuning.hyper_parameter_tuning_job_name
+    children = _tuning_children(backend, tuning.arn)
+    summaries = [_child_summary(c, name, objective) for c in children]
+    _record_outcome(tuning, summaries, objective)
+    statuses = [c.training_job_status for c in children]
+    tuning.training_job_status_counters = {
+        "Completed": statuses.count("Completed"),
+        "InProgress": sum(s not in _FINAL for s in statuses),
+        "RetryableError": 0,
+        "NonRetryableError": statuses.count("Failed"),
+        "Stopped": statuses.count("Stopped"),
+    }
+    most = int((config.get("ResourceLimits") or {}).get("MaxNumberOfTrainingJobs") or 1)
+    done = state["created"] >= most and all(s in _FINAL for s in statuses)
+    if tuning.hyper_parameter_tuning_job_status == "InProgress" and done:
+        failed = not any(s == "Completed" for s in statuses)
+        tuning.hyper_parameter_tuning_job_status = "Failed" if failed else "Completed"
+        if failed:
+            tuning.failure_reason = "No training job succeeded"
+        tuning.hyper_parameter_tuning_end_time = utcnow()
+
+
 def _patch_create_and_describe() -> None:
     from moto.sagemaker.models import SageMakerModelBackend
 
@@ -183,8 +261,13 @@ def _patch_create_and_describe() -> None:
     describe = SageMakerModelBackend.describe_hyper_parameter_tuning_job
 
     def create_hyper_parameter_tuning_job(self: Any, **kwargs: Any) -> Any:
+        from dogclf.local.moto_ext.training_runtime import runtime_enabled
+
         arn = create(self, **kwargs)
         name = kwargs["hyper_parameter_tuning_job_name"]
+        if runtime_enabled(self):
+            _start_real_trials(self, self.hyper_parameter_tuning_jobs[name], kwargs)
+            return arn
         config = kwargs["hyper_parameter_tuning_job_config"]
         objective = config.get("HyperParameterTuningJobObjective") or {}
         children = _start_children(self, arn, kwargs)
@@ -193,6 +276,10 @@ def _patch_create_and_describe() -> None:
         return arn
 
     def describe_hyper_parameter_tuning_job(self: Any, hyper_parameter_tuning_job_name: str) -> Any:
+        tuning = self.hyper_parameter_tuning_jobs.get(hyper_parameter_tuning_job_name)
+        if tuning is not None and _TRIALS in tuning.__dict__:
+            _top_up(self, tuning)
+            _follow_trials(self, tuning)
         advance(self, "tuning-job", hyper_parameter_tuning_job_name)
         return describe(self, hyper_parameter_tuning_job_name=hyper_parameter_tuning_job_name)
 
