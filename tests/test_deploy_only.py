@@ -5,8 +5,8 @@ The CLI runs in a child process that cannot import anything the base install wou
 bring: every installed distribution outside the closure of pyproject.toml's base
 dependencies is hidden from the import system (torch, torchvision, moto, AWS's toolkits, and
 of the SageMaker SDK all but `sagemaker.core`), as if never installed: imports fail with
-ModuleNotFoundError and importlib.util.find_spec returns None (and importlib.metadata does
-not list them, until a package adds its own metadata finder, as sagemaker.core does). It
+ModuleNotFoundError and importlib.util.find_spec returns None (importlib.metadata may still
+list some: a fresh editable install's finders answer it too; dogclf asks find_spec). It
 talks to the moto server of this test process over HTTP (fixture `aws`), and its
 sagemaker-runtime traffic goes to the suite's real `dogclf serve` (fixture `served`).
 """
@@ -178,10 +178,15 @@ def base_only(
 def test_the_base_install_lacks_torch_moto_and_the_sdk_but_its_core(tmp_path: Path) -> None:
     modules, dists = hidden_names()
     assert {"torch", "torchvision", "moto", "PIL", "uvicorn", "awslambdaric"} <= set(modules)
-    assert {"sagemaker.train", "sagemaker.serve", "sagemaker.mlops"} <= set(modules)
-    assert "sagemaker" in dists and "sagemaker-core" not in dists  # the SDK: only its core
+    assert "sagemaker-core" not in dists  # the SDK's core module is the base's
+    if "sagemaker" in {
+        canonicalize_name(d.metadata["Name"] or "") for d in metadata.distributions()
+    }:
+        # The whole SDK is installed here (a venv from before issue 16): all but its core hidden.
+        assert {"sagemaker.train", "sagemaker.serve", "sagemaker.mlops"} <= set(modules)
+        assert "sagemaker" in dists
     probe = (
-        "import importlib.util, importlib.metadata as m\n"
+        "import importlib.util\n"
         "for name in ('torch', 'torchvision', 'moto', 'sagemaker.train', 'sagemaker.serve'):\n"
         "    assert importlib.util.find_spec(name) is None, name\n"
         "    try:\n"
@@ -190,8 +195,6 @@ def test_the_base_install_lacks_torch_moto_and_the_sdk_but_its_core(tmp_path: Pa
         "        pass\n"
         "    else:\n"
         "        raise AssertionError(name)\n"
-        "names = {d.metadata['Name'].lower() for d in m.distributions()}\n"
-        "assert 'torch' not in names and 'moto' not in names and 'sagemaker' not in names\n"
         "from sagemaker.core import image_uris\n"
         "assert image_uris.retrieve\n"
         "print('ok')\n"
