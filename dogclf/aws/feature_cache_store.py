@@ -111,13 +111,12 @@ def promote(ctx: AwsContext, cfg: DogclfConfig, description: dict[str, Any]) -> 
     there = _keys_with_manifest(list(list_objects(ctx, bucket, target)), target)
     s3, copied = ctx.client("s3"), []
     for key in sorted(_keys_with_manifest(list(objects.values()), source) - there):
-        manifest = _read_manifest(ctx, bucket, f"{source}{key}/{MANIFEST}")
-        files = manifest.get("files", {})
-        if not files or any(
-            objects.get(f"{source}{key}/{name}") is None
-            or objects[f"{source}{key}/{name}"].size != entry[0]
-            for name, entry in files.items()
-        ):
+        files = _read_manifest(ctx, bucket, f"{source}{key}/{MANIFEST}").get("files", {})
+        sizes = {name: entry[0] for name, entry in files.items()}  # entry: [size, sha256]
+        found = {
+            name: getattr(objects.get(f"{source}{key}/{name}"), "size", None) for name in sizes
+        }
+        if not sizes or found != sizes:
             continue  # a partial upload: the manifest names files that are not all there
         for name in [*sorted(files), MANIFEST]:
             call(
