@@ -31,13 +31,31 @@ def pytest_configure(config: pytest.Config) -> None:
     (dogclf/aws/request_check.py), one line per request in a file counted at the end."""
     from dogclf.aws.request_check import CHECK_ENV, LOG_ENV
 
-    log = Path(tempfile.mkdtemp(prefix="dogclf-requests-")) / "checked.log"
-    log.touch()
+    # Under pytest-xdist the workers inherit the controller's log (set here before they
+    # start), so the summary the controller prints counts every worker's requests.
+    if not (os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get(LOG_ENV)):
+        log = Path(tempfile.mkdtemp(prefix="dogclf-requests-")) / "checked.log"
+        log.touch()
+        os.environ[LOG_ENV] = str(log)
     os.environ[CHECK_ENV] = "1"
-    os.environ[LOG_ENV] = str(log)
     # The training report's figures cost seconds a run: the suite's many tiny trainings
     # skip them; tests/test_report.py (and every run through a clean_env()) writes them.
     os.environ.setdefault(REPORT_ENV, "0")
+
+
+# Fixtures that train a model or run the demo, and whether one instance serves the session
+# or a module: under `--dist loadgroup` (make test) every test using one runs on the same
+# pytest-xdist worker, so it is built once, not once per worker.
+COSTLY_FIXTURES = {"small_demo": "session", "resnet": "module", "refused": "module"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for name, scope in COSTLY_FIXTURES.items():
+            if name in getattr(item, "fixturenames", ()):
+                group = name if scope == "session" else f"{item.path.stem}-{name}"
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

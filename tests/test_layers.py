@@ -13,7 +13,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "dogclf"
 
 CORE = {"dogclf", "dogclf.config", "dogclf.config_doc", "dogclf.errors", "dogclf.plan"}
-CORE |= {"dogclf.render", "dogclf.tag_rules", "dogclf.role_policy"}
+CORE |= {"dogclf.render", "dogclf.tag_rules", "dogclf.role_policy", "dogclf.units"}
 
 # layer -> the layers it may import (itself always allowed).
 ALLOWED: dict[str, set[str]] = {

@@ -402,7 +402,7 @@ def test_limits_from_the_environment() -> None:
         }
     )
     assert limits == Limits(
-        max_payload_bytes=inference.MB // 2,
+        max_payload_bytes=inference.MiB // 2,
         max_image_pixels=1000,
         top_k=3,
         url_allow_hosts=("images.example.com",),

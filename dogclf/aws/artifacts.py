@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from dogclf.aws.session import AwsContext, aws_errors, get_or_none
 from dogclf.errors import ConfigError, NotFoundError
+from dogclf.model.dataset import SPLITS
 from dogclf.plan import Action, Plan
 
 if TYPE_CHECKING:
@@ -61,8 +62,7 @@ def pointer_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return {
         k: v
         for k, v in metrics.items()
-        if k in ("train", "valid", "test")
-        or (isinstance(v, int | float) and not isinstance(v, bool))
+        if k in SPLITS or (isinstance(v, int | float) and not isinstance(v, bool))
     }
 
 

@@ -39,6 +39,7 @@ from dogclf.aws.session import (
 )
 from dogclf.errors import AwsError, ResourceFailedError
 from dogclf.plan import Action, Plan, Step
+from dogclf.units import MiB
 
 if TYPE_CHECKING:
     from dogclf.config import DogclfConfig
@@ -152,7 +153,7 @@ def _serving_environment(cfg: DogclfConfig, region: str) -> dict[str, str]:
         "DOGCLF_SERVING__TOP_K": str(s.top_k),
         # Serverless requests stop at 4 MB: the container refuses larger ones as AWS would.
         "DOGCLF_SERVING__MAX_PAYLOAD_MB": str(
-            min(s.max_payload_mb, serverless.SERVERLESS_MAX_PAYLOAD_BYTES / serverless.MiB)
+            min(s.max_payload_mb, serverless.SERVERLESS_MAX_PAYLOAD_BYTES / MiB)
             if serverless.is_serverless(cfg)
             else s.max_payload_mb
         ),

@@ -23,16 +23,17 @@ from dogclf.aws.artifacts import parse_s3_uri
 from dogclf.aws.s3 import RemoteObject, bucket_exists, list_objects
 from dogclf.aws.session import AwsContext, call
 from dogclf.aws.training_jobs import s3_channel
+from dogclf.model import feature_cache_layout as layout
+from dogclf.model.feature_cache_layout import MANIFEST
 
 if TYPE_CHECKING:
     from dogclf.config import DogclfConfig
 
 CHANNEL = "feature_cache"  # SM_CHANNEL_FEATURE_CACHE (sagemaker_training: "channel_%s" upper)
-MANIFEST = "manifest.json"  # what dogclf/training/feature_cache.py writes last
 
 
 def stage_uri(cfg: DogclfConfig) -> str:
-    return cfg.s3_prefix("checkpoints", "feature-cache") + "/"
+    return cfg.s3_prefix("checkpoints", layout.FOLDER) + "/"
 
 
 def _keys_with_manifest(objects: list[RemoteObject], prefix: str) -> set[str]:
@@ -40,7 +41,7 @@ def _keys_with_manifest(objects: list[RemoteObject], prefix: str) -> set[str]:
     keys = set()
     for obj in objects:
         parts = obj.key.removeprefix(prefix).split("/")
-        if len(parts) == 2 and parts[1] == MANIFEST and not parts[0].startswith("."):
+        if len(parts) == 2 and parts[1] == MANIFEST and not layout.is_hidden(parts[0]):
             keys.add(parts[0])
     return keys
 
@@ -105,20 +106,20 @@ def promote(ctx: AwsContext, cfg: DogclfConfig, description: dict[str, Any]) -> 
     uri = checkpoint_uri(description)
     if uri is None:
         return []
-    bucket, source = parse_s3_uri(uri.rstrip("/") + "/feature-cache/")
+    bucket, source = parse_s3_uri(f"{uri.rstrip('/')}/{layout.FOLDER}/")
     target = parse_s3_uri(stage_uri(cfg))[1]
     objects = {o.key: o for o in list_objects(ctx, bucket, source)}
     there = _keys_with_manifest(list(list_objects(ctx, bucket, target)), target)
     s3, copied = ctx.client("s3"), []
     for key in sorted(_keys_with_manifest(list(objects.values()), source) - there):
-        files = _read_manifest(ctx, bucket, f"{source}{key}/{MANIFEST}").get("files", {})
-        sizes = {name: entry[0] for name, entry in files.items()}  # entry: [size, sha256]
+        manifest = _read_manifest(ctx, bucket, f"{source}{key}/{MANIFEST}")
+        sizes = layout.listed_sizes(manifest)
         found = {
             name: getattr(objects.get(f"{source}{key}/{name}"), "size", None) for name in sizes
         }
-        if not sizes or found != sizes:
+        if not layout.lists_every_split(manifest) or found != sizes:
             continue  # a partial upload: the manifest names files that are not all there
-        for name in [*sorted(files), MANIFEST]:
+        for name in [*sorted(sizes), MANIFEST]:
             call(
                 f"copy the feature cache {key[:12]} to s3://{bucket}/{target}",
                 s3.copy_object,

@@ -23,8 +23,8 @@ from typing import Any, Protocol
 from dogclf.aws.s3 import delete_keys, list_objects_parallel
 from dogclf.aws.session import AwsContext, aws_errors
 from dogclf.errors import AwsError
+from dogclf.units import MiB
 
-MiB = 1024 * 1024
 READ_BLOCK = 1 * MiB
 
 

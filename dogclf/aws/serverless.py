@@ -19,12 +19,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from dogclf.errors import DogclfError
+from dogclf.units import MiB
 
 if TYPE_CHECKING:
     from dogclf.aws.session import AwsContext
     from dogclf.config import DogclfConfig
 
-MiB = 1024 * 1024
 SERVERLESS_MAX_PAYLOAD_BYTES = 4 * MiB
 REALTIME_MAX_PAYLOAD_BYTES = 6 * MiB
 # AWS's advice for serverless containers: one worker, one copy of the model (the real-time

@@ -34,12 +34,13 @@ from dogclf.aws.polling import wait_until
 from dogclf.aws.session import AwsContext, call, get_or_none, tag_list
 from dogclf.aws.source_bundle import ENTRY_SCRIPT, build_bundle
 from dogclf.errors import NotFoundError, ResourceFailedError
+from dogclf.model.dataset import SPLITS
 from dogclf.plan import Action, Plan
 
 if TYPE_CHECKING:
     from dogclf.config import DogclfConfig
 
-CHANNELS = ("train", "valid", "test")
+CHANNELS = SPLITS  # one input channel per split
 CHECKPOINT_DIR = "/opt/ml/checkpoints"
 VOLUME_GB = 30
 FINAL = {"Completed", "Failed", "Stopped"}

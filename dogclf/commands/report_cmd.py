@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from dogclf.commands.options import JSON_OPTION
+from dogclf.model.dataset import SPLITS
 
 SOURCE_HELP = (
     "A model dir or model.tar.gz, an s3:// URI, 'latest' (the latest model pointer), a "
@@ -138,7 +139,7 @@ def print_model_summary(summary: dict[str, Any]) -> None:
     table.add_row("run", str(summary["status"]))
     table.add_row("model", f"{summary['arch']}, {summary['classes']} classes")
     table.add_row("best epoch", f"{summary['best_epoch']} of {summary['epochs_run']} run")
-    for split in ("train", "valid", "test"):
+    for split in SPLITS:
         table.add_row(split, _pct(summary[split]))
     samples = summary.get("samples") or {}
     table.add_row("images", ", ".join(f"{k} {v}" for k, v in samples.items()))

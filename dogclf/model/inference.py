@@ -30,9 +30,12 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from dogclf.config import ServingSection
 
 try:  # inside the package
     from dogclf.model import network, preprocess, quantize
@@ -43,8 +46,11 @@ except ImportError:  # inside the container: code/ is on sys.path, dogclf is not
 
 log = logging.getLogger("dogclf.inference")
 
+# Not dogclf.units.MiB: this file also runs in the container as code/inference.py, where
+# dogclf is not installed.
+MiB = 1024 * 1024
+
 MODEL_FORMAT_VERSION = 1
-MB = 1024 * 1024
 # Raw image bodies; octet-stream and a missing Content-Type are sniffed by Pillow too.
 IMAGE_TYPES = frozenset(
     {
@@ -115,11 +121,21 @@ class NotAcceptableError(RequestError):
 
 @dataclass(frozen=True)
 class Limits:
-    max_payload_bytes: int = 6 * MB
+    max_payload_bytes: int = 6 * MiB
     max_image_pixels: int = preprocess.DEFAULT_MAX_PIXELS
     max_images: int = 64  # per request
     top_k: int = 5
     url_allow_hosts: tuple[str, ...] = ()  # empty: {"url": ...} is refused (no SSRF)
+
+    @classmethod
+    def from_serving(cls, serving: ServingSection) -> Limits:
+        """dogclf.toml's `[serving]` limits (`serve`, `predict --via local`)."""
+        return cls(
+            max_payload_bytes=int(serving.max_payload_mb * MiB),
+            max_image_pixels=serving.max_image_pixels,
+            top_k=serving.top_k,
+            url_allow_hosts=tuple(h.lower() for h in serving.url_allow_hosts),
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
@@ -128,7 +144,7 @@ class Limits:
         hosts = env.get(prefix + "URL_ALLOW_HOSTS", "").strip()
         host_list = json.loads(hosts) if hosts.startswith("[") else hosts.split(",")
         return cls(
-            max_payload_bytes=int(float(env.get(prefix + "MAX_PAYLOAD_MB", 6)) * MB),
+            max_payload_bytes=int(float(env.get(prefix + "MAX_PAYLOAD_MB", 6)) * MiB),
             max_image_pixels=int(env.get(prefix + "MAX_IMAGE_PIXELS", cls.max_image_pixels)),
             top_k=int(env.get(prefix + "TOP_K", cls.top_k)),
             url_allow_hosts=tuple(h.strip().lower() for h in host_list if h.strip()),

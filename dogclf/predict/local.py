@@ -36,11 +36,7 @@ class LocalPredictor(Predictor):
         from dogclf.model.inference import Limits, load_classifier
 
         s = cfg.serving
-        limits = Limits(
-            max_payload_bytes=int(s.max_payload_mb * 1024 * 1024),
-            max_image_pixels=s.max_image_pixels,
-            top_k=s.top_k,
-        )
+        limits = Limits.from_serving(s)
         stack = ExitStack()
         with stack:
             spec = options.model or "latest"

@@ -24,12 +24,13 @@ from dogclf.predict.base import (
     Predictor,
     predictions_from_response,
 )
+from dogclf.units import MiB
 
 if TYPE_CHECKING:
     from dogclf.config import DogclfConfig
 
 # Synchronous invoke payloads are capped at 6 MB (6,291,456 bytes); keep room for the JSON.
-INVOKE_MAX_BYTES = 6 * 1024 * 1024 - 1024
+INVOKE_MAX_BYTES = 6 * MiB - 1024
 MAX_IMAGES = 16  # the handler's MAX_IMAGES default
 
 
@@ -53,7 +54,7 @@ class LambdaPredictor(Predictor):
     @classmethod
     def from_options(cls, cfg: DogclfConfig, options: PredictOptions) -> Predictor:
         client = AwsContext.from_config(cfg).client("lambda")
-        limit = int(cfg.lambda_.max_payload_mb * 1024 * 1024)
+        limit = int(cfg.lambda_.max_payload_mb * MiB)
         return cls(client, cfg.names.lambda_function, cfg.lambda_.alias, limit)
 
     def request_size(self, sizes: Sequence[int]) -> int:

@@ -36,6 +36,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from dogclf.model import inference
 from dogclf.serving.batching import Refused
+from dogclf.units import MiB
 
 if TYPE_CHECKING:
     from dogclf.serving.server import InferenceService
@@ -237,7 +238,7 @@ class ServingApp:
                 {
                     "MaxConcurrentTransforms": service.max_batch_size,
                     "BatchStrategy": "SINGLE_RECORD",
-                    "MaxPayloadInMB": max(1, service.limits.max_payload_bytes // inference.MB),
+                    "MaxPayloadInMB": max(1, service.limits.max_payload_bytes // MiB),
                 },
             )
         if path == "/stats":

@@ -359,12 +359,7 @@ def service_from_config(
 ) -> InferenceService:
     """The service `dogclf serve` runs: `[serving]` of dogclf.toml, any value given here
     (a command-line option) in place of its key."""
-    limits = inference.Limits(
-        max_payload_bytes=int(serving.max_payload_mb * 1024 * 1024),
-        max_image_pixels=serving.max_image_pixels,
-        top_k=serving.top_k,
-        url_allow_hosts=tuple(h.lower() for h in serving.url_allow_hosts),
-    )
+    limits = inference.Limits.from_serving(serving)
     wait_ms = serving.max_batch_wait_ms if max_batch_wait_ms is None else max_batch_wait_ms
     return InferenceService(
         limits,

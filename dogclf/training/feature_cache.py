@@ -38,13 +38,12 @@ from typing import Any
 import torch
 
 from dogclf.errors import DogclfError
+from dogclf.model import feature_cache_layout as layout
+from dogclf.model.feature_cache_layout import FORMAT_VERSION, MANIFEST, SPLITS
 
 # Bump when what a view is changes (the transforms in model/preprocess.py, the cropping,
 # the feature layout): older caches then get another key and are never read.
 TRANSFORM_VERSION = 1
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-SPLITS = ("train", "valid", "test")
 FP16_MAX = 65504.0
 
 
@@ -141,14 +140,12 @@ def _manifest_ok(folder: Path, key: str) -> dict[str, Any] | None:
         manifest: dict[str, Any] = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if manifest.get("format_version") != FORMAT_VERSION or manifest.get("key") != key:
+    if not layout.lists_every_split(manifest) or manifest.get("key") != key:
         return None
-    for name, (size, digest) in manifest.get("files", {}).items():
+    for name, (size, digest) in manifest["files"].items():
         path = folder / name
         if not path.is_file() or path.stat().st_size != size or file_digest(path) != digest:
             return None
-    if set(manifest.get("files", {})) != {f"{s}.pt" for s in SPLITS}:
-        return None
     return manifest
 
 
@@ -159,7 +156,9 @@ def load(folder: Path, key: str) -> dict[str, SplitFeatures] | None:
     splits: dict[str, SplitFeatures] = {}
     for split in SPLITS:
         try:
-            state = torch.load(folder / f"{split}.pt", map_location="cpu", weights_only=True)
+            state = torch.load(
+                folder / layout.split_file(split), map_location="cpu", weights_only=True
+            )
         except Exception:  # a file that passed its digest yet does not load: rebuild
             return None
         splits[split] = SplitFeatures(state["features"], state["labels"], list(state["files"]))
@@ -209,7 +208,8 @@ def write(root: Path, key: str, splits: dict[str, SplitFeatures], info: dict[str
         files = {}
         for split, data in splits.items():
             state = {"features": data.features, "labels": data.labels, "files": data.files}
-            files[f"{split}.pt"] = _save_file(state, tmp / f"{split}.pt")
+            name = layout.split_file(split)
+            files[name] = _save_file(state, tmp / name)
         manifest = {"format_version": FORMAT_VERSION, "key": key, "files": files, **info}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         # The target exists: another process's complete copy wins, this one is discarded.

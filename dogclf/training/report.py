@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dogclf.errors import DogclfError
+from dogclf.model.dataset import SPLITS
 
 REPORT_DIR = "report"  # inside the model dir, so model.tar.gz carries it as report/
 HTML_FILE = "report.html"
@@ -109,7 +110,7 @@ def summary(metrics: dict[str, Any], labels: Sequence[str], top: int = 5) -> dic
         "classes": len(labels),
         "best_epoch": metrics.get("best_epoch"),
         "epochs_run": metrics.get("epochs_run"),
-        **{split: metrics.get(split) for split in ("train", "valid", "test")},
+        **{split: metrics.get(split) for split in SPLITS},
         "samples": metrics.get("samples"),
         "precision": (metrics.get("training_precision") or {}).get("label"),
         "seconds": (metrics.get("timings") or {}).get("total_seconds"),

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dogclf.errors import DatasetError, DogclfError
+from dogclf.model.dataset import SPLITS
+from dogclf.model.feature_cache_layout import FOLDER as FEATURE_CACHE_FOLDER
 from dogclf.model.hyperparameters import HYPERPARAMETER_FIELDS, hyperparameters_argv
 from dogclf.model.metrics import format_metric
 
@@ -100,7 +102,7 @@ def feature_cache_root(args: argparse.Namespace) -> Path:
     if args.feature_cache_dir is not None:
         return Path(args.feature_cache_dir)
     base = args.checkpoint_dir or (Path(args.model_dir).parent / "checkpoints")
-    return Path(base) / "feature-cache"
+    return Path(base) / FEATURE_CACHE_FOLDER
 
 
 BEST_SO_FAR_EVERY_S = 30.0  # with the feature cache: see TrainingRun.write_best_so_far
@@ -146,7 +148,7 @@ def _data_options(add: Adder, env: Mapping[str, str]) -> None:
         default=_env_path(env, "SM_CHANNEL_TRAINING"),
         help="folder with train/ valid/ test/ (dogImages layout)",
     )
-    for split in ("train", "valid", "test"):
+    for split in SPLITS:
         add(
             f"--{split}-dir",
             type=Path,
