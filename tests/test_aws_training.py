@@ -293,6 +293,9 @@ def test_local_job_downloads_data_trains_and_uploads(project: Project) -> None:
     assert model_tar.is_file()
     with tarfile.open(model_tar) as tar:
         assert {"model.pt", "labels.json", "metrics.json"} <= set(tar.getnames())
+    # What a script reads: the headline figures, not the history or N x N confusion counts.
+    assert {"test", "valid", "best_epoch"} <= set(out["metrics"])
+    assert not {"history", "test_confusion"} & set(out["metrics"])
     assert (project.root / ".dogclf/jobs/data/train").is_dir()
     latest = read_latest(AwsContext(), load_config())
     assert latest is not None and latest.model_data == out["model_data"]

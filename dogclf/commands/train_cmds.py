@@ -345,11 +345,16 @@ def _train_local(
         job_name=name,
         on_log=lambda line: render.err.print(line, markup=False, highlight=False),
     )
+    from dogclf.aws.artifacts import pointer_metrics
+
     output: dict[str, Any] = {
         "job": name,
         "model_tar": str(result.model_tar),
         "log": str(result.log_path),
-        "metrics": result.metrics,
+        # The headline figures, as a SageMaker job reports them; the history and the test
+        # confusion counts stay in the tarball's metrics.json (`dogclf report`).
+        "metrics": pointer_metrics(result.metrics),
+        "feature_cache": result.metrics.get("feature_cache"),
     }
     if upload:
         output["model_data"] = _upload_local_model(cfg, name, result)
