@@ -34,6 +34,10 @@ def until(found: Callable[[], str | None]) -> str:
         time.sleep(0.05)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_while_waiting(
     project: Project, args: list[str], job: Callable[[], str | None]
 ) -> tuple[str, str]:
@@ -47,6 +51,10 @@ def interrupt_while_waiting(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # A suite started in the background by a non-interactive shell (`make test &` in a
+        # script) inherits SIGINT ignored, and so would the CLI: Python then never raises
+        # KeyboardInterrupt. A user's terminal gives the default; so does this.
+        preexec_fn=_default_sigint,
     )
     assert proc.stderr is not None
     try:
