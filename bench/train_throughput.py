@@ -280,35 +280,28 @@ def whole_runs(
 
 def bare_forward_rate(args: argparse.Namespace, core: Core, seconds: float = 20.0) -> float:
     """Images/s of the frozen backbone the core built (BN folded, channels_last, its
-    precision) on tensors already on the device: the cache pass's rate if reading and
-    decoding images cost nothing."""
-    import contextlib
-
+    precision), called as the cache pass calls it, on one batch of tensors already in
+    memory: the cache pass's rate if reading and decoding images cost nothing."""
     import torch
 
-    frozen, run = core.p.train_module, core.run
-    amp = run.precision()[0].amp_dtype
-    x = torch.randn(args.batch_size, 3, args_image_size(), args_image_size(), device=run.device)
-    x = x.contiguous(memory_format=torch.channels_last)
+    frozen, step = core.p.train_module, core.p.step
+    size = core.run.args.image_size
+    images = torch.randn(args.batch_size, 3, size, size)
+    no_targets = torch.empty(0, dtype=torch.long)
 
     def forward() -> None:
-        with torch.autocast(run.device.type, amp) if amp else contextlib.nullcontext():
+        x, _ = step.to_device(images, no_targets)
+        with step.autocast():
             frozen.features(x)
-        if run.device.type == "cuda":
+        if x.device.type == "cuda":
             torch.cuda.synchronize()
 
     forward()  # warm-up
-    started, images = time.perf_counter(), 0
+    started, done = time.perf_counter(), 0
     while time.perf_counter() - started < seconds:
         forward()
-        images += args.batch_size
-    return images / (time.perf_counter() - started)
-
-
-def args_image_size() -> int:
-    from dogclf.config import TrainingSection
-
-    return TrainingSection().image_size
+        done += args.batch_size
+    return done / (time.perf_counter() - started)
 
 
 def verdict(label: str, value: float, target: float) -> bool:

@@ -405,7 +405,7 @@ def _local_cache_channel(cfg: Any, root: Path | None) -> tuple[str | None, str |
     if root is not None:
         return None, "feature cache channel: not added (local data: --local reads no S3)"
     channel, line = fcs.plan_channel(AwsContext.from_config(cfg), cfg)
-    return (channel["DataSource"]["S3DataSource"]["S3Uri"] if channel else None), line
+    return (fcs.stage_uri(cfg) if channel else None), line
 
 
 def _download_channels(cfg: Any, target: Path) -> dict[str, Path]:

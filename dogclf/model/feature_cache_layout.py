@@ -18,11 +18,13 @@ from dogclf.model.dataset import SPLITS
 FOLDER = "feature-cache"  # under the run's checkpoint folder (and the stage's checkpoints/)
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-SPLIT_FILES = frozenset(f"{split}.pt" for split in SPLITS)
 
 
 def split_file(split: str) -> str:
     return f"{split}.pt"
+
+
+SPLIT_FILES = frozenset(split_file(split) for split in SPLITS)
 
 
 def listed_sizes(manifest: Mapping[str, Any]) -> dict[str, int]:

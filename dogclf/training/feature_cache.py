@@ -107,8 +107,8 @@ def files_identity(dirs: dict[str, Path], samples: dict[str, list[tuple[str, int
         root = Path(dirs[split])
         for path, label in samples[split]:
             p = Path(path)
-            listed.append([split, p.relative_to(root).as_posix(), label, p.stat().st_size])
-            listed[-1].append(file_digest(p))
+            name = p.relative_to(root).as_posix()
+            listed.append([split, name, label, p.stat().st_size, file_digest(p)])
     return listed
 
 
