@@ -459,8 +459,10 @@ class LambdaSection(Section):
 class ServingSection(Section):
     port: int = Field(8080, ge=1, le=65535)
     top_k: int = Field(5, ge=1, le=133)
-    max_batch_size: int = Field(16, ge=1, le=256)
-    max_batch_wait_ms: float = Field(5.0, ge=0, le=1000)
+    max_batch_size: int = Field(16, ge=1, le=256, description="most images in one forward pass")
+    max_batch_wait_ms: float = Field(
+        5.0, ge=0, le=1000, description="one worker: how long a batch waits for more; several: none"
+    )
     max_payload_mb: float = Field(6.0, gt=0, le=100, description="SageMaker caps requests at 6 MB")
     max_image_pixels: int = Field(40_000_000, ge=1, description="decompression-bomb guard")
     decode_threads: int | None = Field(None, ge=1, description="unset = host CPUs")
