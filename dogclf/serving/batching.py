@@ -13,8 +13,9 @@ the time; with the share, batches of about 4 and idle under 1%).
 Admission: the queue holds at most `max_queue` items, and an item whose expected wait
 (queued items x measured time per item / workers, plus one pass) is over half the time to
 its deadline is refused at `admit` or `submit` with `Overloaded`; one still queued when its
-deadline can no longer be met is refused when a worker takes it. Under more load than the model can take, the surplus gets
-a fast retryable refusal while the accepted requests keep a bounded latency.
+deadline can no longer be met is refused when a worker takes it. Under more load than the
+model can take, the surplus gets a fast retryable refusal while the accepted requests keep
+a bounded latency.
 """
 
 from __future__ import annotations
