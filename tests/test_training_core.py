@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from dogclf.errors import DogclfError
 from dogclf.model.metrics import METRIC_DEFINITIONS
 from dogclf.model.network import build_model, cpu_has_native_bf16
 from dogclf.training import train
-from dogclf.training.frozen import frozen_backbone
+from dogclf.training.frozen import frozen_backbone, scripted_for_cpu
 from dogclf.training.synthetic import make_dataset
 
 pytestmark = pytest.mark.slow
@@ -232,6 +233,28 @@ def test_fast_frozen_path_computes_what_the_plain_model_computes() -> None:
         got = fast(x.contiguous(memory_format=torch.channels_last))
     assert torch.allclose(expected, got, atol=1e-4, rtol=1e-4)
     assert fast.head is model.fc  # the head trained is the one saved
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small"])
+def test_scripted_cpu_backbone_computes_what_the_plain_model_computes(arch: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(arch, 5, freeze_backbone=True).eval()
+    fast = frozen_backbone(model, arch, device=torch.device("cpu"), image_size=64).eval()
+    assert isinstance(fast.backbone, torch.jit.ScriptModule)  # traced at 64, not eager
+    x = torch.randn(7, 3, 64, 64)  # 4 + 3: neither is the size it was traced or checked at
+    with torch.inference_mode():
+        expected = model(x)
+        got = fast(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(expected, got, atol=1e-4, rtol=1e-4)
+
+
+def test_a_backbone_whose_trace_fixes_the_batch_size_stays_eager() -> None:
+    class FixedBatch(nn.Module):  # a Python int from a shape: the trace bakes in batch 1
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean(dim=(2, 3)).reshape(int(x.shape[0]), -1)
+
+    scripted = scripted_for_cpu(FixedBatch(), 8)
+    assert isinstance(scripted, FixedBatch)  # the probe at batch 2 disagreed: eager kept
 
 
 def test_bf16_backbone_feeds_the_head_fp32_features_close_to_fp32() -> None:

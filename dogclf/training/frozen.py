@@ -3,7 +3,8 @@
 With `freeze_backbone`, nothing below the head ever changes, so the backbone can run as an
 inference graph: batch norm in eval mode (its ImageNet statistics, not drifting batch
 statistics), no autograd, batch norm folded into the convolutions, channels_last, on a CPU
-a few images at a time (CPU_MICRO_BATCH), optionally torch.compile, and on a CPU with
+a few images at a time (CPU_MICRO_BATCH) as a frozen TorchScript graph, optionally
+torch.compile, and on a CPU with
 native bf16 (AVX512-BF16 or AMX) bf16 autocast for the backbone alone (about 3x an fp32
 forward pass; the head still trains in fp32). The head is the model's own module, so the
 model's state_dict stays the one artifact to save; the optimized backbone is a private copy.
@@ -66,6 +67,25 @@ class CompiledBackbone(nn.Module):
             return self.body(x)[:n]
 
 
+def scripted_for_cpu(body: nn.Module, image_size: int) -> nn.Module:
+    """The backbone as serving runs it on a CPU (a frozen TorchScript graph, oneDNN weights
+    pre-packed), kept only if it gives eager mode's features at another batch size, so a
+    network whose trace baked in a shape stays eager."""
+    from dogclf.model.inference import optimize_for_cpu
+
+    scripted = optimize_for_cpu(body, image_size)
+    if scripted is body:
+        return body
+    probe = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    probe = probe.contiguous(memory_format=torch.channels_last)
+    try:
+        with torch.inference_mode():
+            same = torch.allclose(scripted(probe), body(probe), rtol=1e-3, atol=1e-4)
+    except Exception:
+        return body
+    return scripted if same else body
+
+
 def _format_of(x: torch.Tensor) -> torch.memory_format:
     return (
         torch.channels_last
@@ -78,6 +98,7 @@ def _format_of(x: torch.Tensor) -> torch.memory_format:
 # activations stay in the caches, a big one's go to memory. resnet50 fp32 on a 2-core AVX2
 # EPYC, images/s: 8.5 at 4 against 4.4 at 32 (interleaved, same process); 7.9 at 8. Features
 # are per image (batch norm is folded), so nothing else changes. A GPU takes the whole batch.
+# At 4 images the frozen TorchScript graph is another ~12% over eager mode (9.5 against 8.5).
 CPU_MICRO_BATCH = 4
 
 
@@ -134,10 +155,13 @@ def frozen_backbone(
     channels_last: bool = True,
     compile: bool = False,
     autocast_dtype: torch.dtype | None = None,
+    image_size: int | None = None,
 ) -> FrozenBackbone:
     """Split `model` into an optimized constant backbone and its (shared) trainable head.
 
     `autocast_dtype` (engine.choose_precision) runs the backbone alone under autocast.
+    `image_size`: on a CPU in fp32 without `compile`, trace the backbone at this size into a
+    frozen TorchScript graph (scripted_for_cpu); None keeps eager mode.
     """
     attr = head_attribute(arch)
     head = getattr(model, attr)
@@ -152,6 +176,10 @@ def frozen_backbone(
     body = _fold_batchnorm(body).to(device)
     if channels_last:
         body = body.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    backbone: nn.Module = CompiledBackbone(body) if compile else body
+    backbone: nn.Module = body
+    if compile:
+        backbone = CompiledBackbone(body)
+    elif image_size and device.type == "cpu" and autocast_dtype is None:
+        backbone = scripted_for_cpu(body, image_size)
     micro_batch = CPU_MICRO_BATCH if device.type == "cpu" else None
     return FrozenBackbone(backbone, head, autocast_dtype, micro_batch)

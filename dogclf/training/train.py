@@ -992,6 +992,7 @@ class TrainingRun:
                 channels_last=channels_last,
                 compile=self.args.compile,
                 autocast_dtype=backbone_dtype,
+                image_size=self.args.image_size,
             )
             if self.info.enabled:  # only the head has gradients to average
                 module.head = DistributedDataParallel(module.head, device_ids=ids)
