@@ -4,10 +4,10 @@ With `freeze_backbone`, nothing below the head ever changes, so the backbone can
 inference graph: batch norm in eval mode (its ImageNet statistics, not drifting batch
 statistics), no autograd, batch norm folded into the convolutions, channels_last, on a CPU
 a few images at a time (CPU_MICRO_BATCH) as a frozen TorchScript graph, optionally
-torch.compile, and on a CPU with
-native bf16 (AVX512-BF16 or AMX) bf16 autocast for the backbone alone (about 3x an fp32
-forward pass; the head still trains in fp32). The head is the model's own module, so the
-model's state_dict stays the one artifact to save; the optimized backbone is a private copy.
+torch.compile, and on a CPU with native bf16 (AVX512-BF16 or AMX) bf16 autocast for the
+backbone alone (about 3x an fp32 forward pass; the head still trains in fp32). The head is
+the model's own module, so the model's state_dict stays the one artifact to save; the
+optimized backbone is a private copy.
 """
 
 from __future__ import annotations
