@@ -250,6 +250,27 @@ def test_serving_preprocessing_is_the_training_eval_transform() -> None:
     assert torch.allclose(served, trained, atol=1e-6)
 
 
+def test_the_tensor_resize_stays_within_a_level_of_pillows() -> None:
+    """resize_crop runs torch's uint8 resize on the decoded pixels; the ImageNet recipe the
+    pretrained weights expect is Pillow's bilinear resize then a centre crop. On noise (the
+    hardest case for rounding) and on shapes down- and up-scaled, odd and even, the two
+    differ by at most one level, on under 1% of the values (measured: 0.04% on photos)."""
+    import numpy as np
+    from torchvision.transforms import v2 as T
+
+    pillow = T.Compose([T.Resize(256, antialias=True), T.CenterCrop(224)])
+    ours = preprocess.resize_crop(224)
+    rng = np.random.default_rng(0)
+    for width, height in [(300, 500), (641, 479), (256, 256), (230, 1200), (1999, 257)]:
+        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        expected = torch.from_numpy(np.array(pillow(image))).permute(2, 0, 1).int()
+        got = ours(preprocess.to_pixels(image)).int()
+        assert got.shape == expected.shape == (3, 224, 224)
+        difference = (got - expected).abs()
+        assert int(difference.max()) <= 1, (width, height)
+        assert float((difference > 0).float().mean()) < 0.01, (width, height)
+
+
 def test_precision_auto_is_bf16_only_on_a_cpu_that_multiplies_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

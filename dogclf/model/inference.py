@@ -372,7 +372,7 @@ class Classifier:
         self.dtype = dtype
         self._precision = precision
         # The eval transform in two halves (one definition, preprocess.eval_transform):
-        # resize + crop in Pillow per image, normalisation once per batch.
+        # resize + crop per image (a decode thread), normalisation once per batch.
         self.resize_crop = preprocess.resize_crop(image_size)
         self.normalize = preprocess.normalize()
         # libjpeg may decode big photos at 1/2..1/8 scale, never below the resize target.
@@ -389,7 +389,7 @@ class Classifier:
         return "bf16" if self.dtype == torch.bfloat16 else "fp32"
 
     def prepare(self, data: bytes, where: str | None = None) -> torch.Tensor:
-        """Bytes -> resized, cropped uint8 (H, W, C) pixels; 400 for a bad image, 413 too big.
+        """Bytes -> resized, cropped uint8 (C, H, W) pixels; 400 for a bad image, 413 too big.
 
         `where` ("images[2]") prefixes error messages in multi-image requests.
         """
@@ -402,14 +402,15 @@ class Classifier:
             raise PayloadTooLargeError(f"{prefix}{exc}") from None
         except preprocess.ImageDecodeError as exc:
             raise RequestError(f"{prefix}{exc}") from None
-        return preprocess.to_pixels(self.resize_crop(image))
+        pixels: torch.Tensor = self.resize_crop(preprocess.to_pixels(image))
+        return pixels
 
     def to_batch(self, pixels: Sequence[torch.Tensor]) -> torch.Tensor:
         """Pixels from `prepare` -> normalised NCHW batch in the network's dtype (normalised in
         fp32 first, as eval_transform does; channels_last in memory)."""
-        batch = torch.stack(list(pixels)).to(self.device, non_blocking=True)
-        normalized: torch.Tensor = self.normalize(batch.permute(0, 3, 1, 2))
-        return normalized.to(self.dtype)
+        # Stacked as (N, H, W, C), so the NCHW view is channels_last, as the network runs.
+        batch = torch.stack([p.permute(1, 2, 0) for p in pixels]).permute(0, 3, 1, 2)
+        return self.normalize(batch.to(self.device, non_blocking=True)).to(self.dtype)
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Normalised NCHW batch -> softmax probabilities (N, classes) on the CPU."""

@@ -142,7 +142,7 @@ class InferenceService:
         item_s = 0.0
         for n in sorted({1, self.max_batch_size}):
             started = time.perf_counter()
-            classifier.probabilities([torch.zeros(size, size, 3, dtype=torch.uint8)] * n)
+            classifier.probabilities([torch.zeros(3, size, size, dtype=torch.uint8)] * n)
             item_s = (time.perf_counter() - started) / n
         self.classifier = classifier
         self.batcher = DynamicBatcher(

@@ -43,7 +43,7 @@ from dogclf.model.feature_cache_layout import FORMAT_VERSION, MANIFEST, SPLITS
 
 # Bump when what a view is changes (the transforms in model/preprocess.py, the cropping,
 # the feature layout): older caches then get another key and are never read.
-TRANSFORM_VERSION = 1
+TRANSFORM_VERSION = 2
 FP16_MAX = 65504.0
 
 
