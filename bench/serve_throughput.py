@@ -284,12 +284,11 @@ def run_load(
         while (i := work.get()) is not None:
             t0 = time.perf_counter()
             resp = conn.post(prebuilt[i % len(images)])
-            payload = resp.body
             done = time.perf_counter()
             with lock:
                 answered.append(done)
                 if resp.status != 200:
-                    failures.append(f"{resp.status}: {payload[:200]!r}")
+                    failures.append(f"{resp.status}: {resp.body[:200]!r}")
                 if i >= warmup:
                     latencies.append(done - t0)
         with lock:
