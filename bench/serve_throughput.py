@@ -17,9 +17,11 @@ the same precision; the other precisions are printed beside (issue 4: fp32 serve
 baseline); $ per 1M predictions on one ml.m5.large from each measured rate.
 
 Then, per precision of --overload-precisions (a fresh serve process each, default config):
-  sustained     closed-loop images/s with --clients keep-alive clients
+  sustained     closed-loop images/s with --clients keep-alive clients, --sustained-s long,
+                before, between and after the overloads
   overload      open-loop offered load at 2x and 4x that rate (--overload-s seconds each):
-                goodput / sustained (target >= 0.9), p99 of the accepted requests against
+                goodput / the mean of the sustained runs just before and after it
+                (target >= 0.9), p99 of the accepted requests against
                 serving.request_deadline_s, share of 503s (all with Retry-After), other 5xx
                 (must be 0)
   peak RSS      of the serve process (VmHWM; target <= 1.5 GB with the default workers)
@@ -28,7 +30,8 @@ Then, per precision of --overload-precisions (a fresh serve process each, defaul
 
 Run: python bench/serve_throughput.py [--precisions auto,fp32] [--requests 192]
      [--clients 16] [--arch resnet50] [--max-batch-size 16] [--workers N]
-     [--overload-precisions auto,int8] [--overload-s 30] [--skip-throughput]
+     [--overload-precisions auto,int8] [--overload-s 30] [--sustained-s 15]
+     [--skip-throughput]
 """
 
 from __future__ import annotations
@@ -502,26 +505,34 @@ def dollars_per_million(images_per_s: float) -> tuple[float | None, str]:
 def overload_run(
     model_dir: Path, images: Sequence[bytes], args: argparse.Namespace, precision: str
 ) -> dict[str, Any]:
-    """One precision: sustained rate, then 2x and 4x of it offered, then peak RSS."""
+    """One precision: closed-loop runs bracketing open-loop runs at 2x and 4x the rate, then
+    peak RSS. Each overload is compared with the mean of the closed-loop runs just before
+    and after it, each about --sustained-s long: on a shared host the rate drifts by 10%
+    within a minute, and one short measurement at the start was off by that much."""
     proc, port = serve_dogclf(model_dir, args, precision)
     try:
-        sustained = run_load(port, images, args.requests, args.clients, args.clients)
-        rate = sustained["images_per_s"]
-        print(f"  [{precision}] sustained {rate:.2f}/s, load average {load()}", flush=True)
+        estimate = run_load(port, images, args.requests, args.clients, args.clients)
+        requests = max(args.requests, round(estimate["images_per_s"] * args.sustained_s))
+        failures = list(estimate["failures"])
+
+        def sustained() -> float:
+            row = run_load(port, images, requests, args.clients, args.clients)
+            failures.extend(row["failures"])
+            print(f"  [{precision}] sustained {row['images_per_s']:.2f}/s, load {load()}")
+            return float(row["images_per_s"])
+
+        closed = [sustained()]
         loads = {}
         for factor in OVERLOAD_FACTORS:
-            loads[factor] = open_loop(port, images, factor * rate, args.overload_s)
-            row = loads[factor]
+            row = open_loop(port, images, factor * closed[-1], args.overload_s)
+            closed.append(sustained())
+            row["sustained_around"] = (closed[-2] + closed[-1]) / 2
+            loads[factor] = row
             print(
                 f"  [{precision}] {factor}x offered {row['offered_per_s']:.1f}/s: goodput "
                 f"{row['goodput_per_s']:.2f}/s, 503s {row['share_503']:.0%}, load {load()}",
                 flush=True,
             )
-        # Measured again after the overload: the machine's other load drifts, and the
-        # goodput compares with the mean of the two closed-loop rates.
-        after = run_load(port, images, args.requests, args.clients, args.clients)
-        rate = (rate + after["images_per_s"]) / 2
-        print(f"  [{precision}] sustained after {after['images_per_s']:.2f}/s", flush=True)
         stats = get_stats(port)
         rss = peak_rss_mb(proc.pid)
     finally:
@@ -530,11 +541,11 @@ def overload_run(
         "precision": stats["model"]["precision"],
         "workers": stats["model"]["workers"],
         "deadline_s": stats["admission"]["deadline_s"],
-        "sustained": rate,
+        "sustained": statistics.mean(closed),
         "loads": loads,
         "rss_mb": rss,
         "batching": stats["batching"],
-        "failures": sustained["failures"] + after["failures"],
+        "failures": failures,
     }
 
 
@@ -544,20 +555,20 @@ def print_overload(result: dict[str, Any]) -> bool:
     cost, priced = dollars_per_million(rate)
     print(
         f"\noverload, {result['precision']} ({result['workers']} workers): sustained "
-        f"{rate:.2f} img/s (mean of before and after), deadline {deadline:g} s"
+        f"{rate:.2f} img/s (mean of the closed-loop runs), deadline {deadline:g} s"
     )
     print(
-        f"{'offered':<10}{'goodput/s':>10}{'x sust.':>9}{'p99 acc s':>11}{'503 share':>11}"
-        f"{'no R-A':>8}{'other 5xx':>11}{'conn err':>10}"
+        f"{'offered':<10}{'sust./s':>9}{'goodput/s':>10}{'x sust.':>9}{'p99 acc s':>11}"
+        f"{'503 share':>11}{'no R-A':>8}{'other 5xx':>11}{'conn err':>10}"
     )
     ok = True
     for factor, row in result["loads"].items():
-        ratio = row["goodput_per_s"] / rate
+        ratio = row["goodput_per_s"] / row["sustained_around"]
         ok &= ratio >= GOODPUT_TARGET and row["p99_accepted_s"] <= deadline
         ok &= row["other_5xx"] == 0 and row["503_without_retry_after"] == 0
         print(
-            f"{f'{factor}x':<10}{row['goodput_per_s']:>10.2f}{ratio:>9.2f}"
-            f"{row['p99_accepted_s']:>11.2f}{row['share_503']:>11.1%}"
+            f"{f'{factor}x':<10}{row['sustained_around']:>9.2f}{row['goodput_per_s']:>10.2f}"
+            f"{ratio:>9.2f}{row['p99_accepted_s']:>11.2f}{row['share_503']:>11.1%}"
             f"{row['503_without_retry_after']:>8}{row['other_5xx']:>11}{row['connection_errors']:>10}"
         )
     batching = result["batching"]
@@ -768,6 +779,9 @@ def main() -> int:
         help="comma list: one overload run (sustained, 2x, 4x, RSS, $) per precision",
     )
     parser.add_argument("--overload-s", type=float, default=30.0, help="seconds per overload")
+    parser.add_argument(
+        "--sustained-s", type=float, default=15.0, help="seconds per closed-loop run around them"
+    )
     parser.add_argument("--skip-throughput", action="store_true", help="overload runs only")
     parser.add_argument(
         "--baseline-server", nargs=2, metavar=("MODEL_DIR", "PORT"), help=argparse.SUPPRESS

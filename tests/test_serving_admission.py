@@ -5,6 +5,7 @@ the model can take (503 + Retry-After, never another 5xx, /ping still answering)
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import select
 import socket
@@ -150,6 +151,63 @@ def test_a_client_sending_its_body_a_byte_a_second_is_cut(guarded: Served) -> No
         answer = wait_closed(sock)
     assert sent < len(data) and answer == b""
     assert "body too slow" in guarded.log.read_text()
+
+
+MALFORMED = [
+    ("not HTTP", b"HELLO DOG\r\n\r\n", 400),
+    ("a Content-Length that is not a number", b"Content-Length: twelve\r\n\r\n", 400),
+    ("a negative Content-Length", b"Content-Length: -1\r\n\r\n", 400),
+    ("a Content-Length past 64 bits", b"Content-Length: 99999999999999999999999\r\n\r\n", 400),
+    ("two Content-Lengths", b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400),
+    (
+        "Content-Length beside chunked (request smuggling)",
+        b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    ("a chunk size that is not hex", b"Transfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n", 400),
+    ("headers without end", b"X-Filler: " + b"a" * 40_000 + b"\r\n\r\n", 431),
+]
+
+
+@pytest.mark.parametrize(("name", "rest", "status"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_http_gets_a_4xx_and_the_connection_is_closed(
+    guarded: Served, name: str, rest: bytes, status: int
+) -> None:
+    """What the HTTP parser refuses never reaches the app: a 4xx, then the connection is
+    closed (the parser cannot tell where the next request would begin)."""
+    client = guarded.client
+    start = b"POST /invocations HTTP/1.1\r\nHost: dogclf\r\nContent-Type: image/jpeg\r\n"
+    request = rest if name == "not HTTP" else start + rest
+    with socket.create_connection((client.host, client.port)) as sock:
+        # Refused part-way through the headers, the answer is still there to read.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(request)
+        answer = wait_closed(sock)
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:200]
+    document = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert document["status"] == status and document["message"]
+    assert client.request("GET", "/ping").status == 200
+    log = guarded.log.read_text()
+    assert "Traceback" not in log and " 500 " not in log
+
+
+def test_a_header_that_never_ends_is_refused_431_before_it_is_whole(guarded: Served) -> None:
+    """One header value sent a kilobyte at a time, never finished: the parser buffers it
+    without a callback, so the limit counts the reads."""
+    client = guarded.client
+    with socket.create_connection((client.host, client.port)) as sock:
+        sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: dogclf\r\nX-Filler: ")
+        sent = 0
+        while not select.select([sock], [], [], 0.02)[0] and sent < 1024 * 1024:
+            try:
+                sock.sendall(b"a" * 1024)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += 1024
+        answer = wait_closed(sock)
+    assert sent < 64 * 1024, f"the server buffered {sent:,} bytes of one header"
+    assert answer.startswith(b"HTTP/1.1 431 ") and b"over 16,384 bytes" in answer
+    assert "headers too large" in guarded.log.read_text()
 
 
 # ---------------------------------------------------------------- overload

@@ -1,5 +1,5 @@
-"""The HTTP side of `dogclf serve`: an ASGI app for uvicorn, and uvicorn's h11 protocol with
-the timeouts it lacks.
+"""The HTTP side of `dogclf serve`: an ASGI app for uvicorn, and uvicorn's httptools protocol
+(llhttp, Node's C parser) with the limits it lacks.
 
 The event loop only routes, reads bodies and writes answers: parsing and decoding run on
 the service's decode threads, forward passes on the batcher's workers, so /ping answers
@@ -11,7 +11,7 @@ Timeouts (serving.* in dogclf.toml; docs/decisions.md):
                    may keep a connection idle, so the front end, not the container, closes
                    idle connections and never sends a request on one being closed.
   header_timeout_s from the first byte of a request to its last header (slow-loris);
-                   h11 caps the header size (uvicorn's h11_max_incomplete_event_size).
+                   the headers may be at most MAX_HEADER_BYTES (431 beyond).
   body_timeout_s   from the headers to the end of the body.
 A connection over either gets `408` (headers) or is closed (body).
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import sys
 import time
@@ -30,9 +31,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, cast
 
-import h11
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from dogclf.model import inference
 from dogclf.serving.batching import Refused
@@ -51,27 +51,56 @@ VARIANT = "AllTraffic"
 # A body over the limit is read and dropped (keeping the connection usable) up to this
 # multiple of the limit; beyond it the connection is closed instead.
 DRAIN_FACTOR = 8
-REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+# What h11 allowed by default (uvicorn's h11_max_incomplete_event_size); SageMaker's own
+# headers are well under it (custom attributes: 1,024 characters at most).
+MAX_HEADER_BYTES = 16 * 1024
 
 
 class ServeConfig(uvicorn.Config):
-    """uvicorn's Config plus the two timeouts GuardedH11Protocol enforces."""
+    """uvicorn's Config plus the limits GuardedHttpToolsProtocol enforces."""
 
     def __init__(
-        self, app: Any, *, header_timeout_s: float, body_timeout_s: float, **kwargs: Any
+        self,
+        app: Any,
+        *,
+        header_timeout_s: float,
+        body_timeout_s: float,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(app, http=GuardedH11Protocol, **kwargs)
+        super().__init__(app, http=GuardedHttpToolsProtocol, **kwargs)
+        logging.getLogger("uvicorn.error").addFilter(SAID_IN_THE_ACCESS_LOG)
         self.header_timeout_s = header_timeout_s
         self.body_timeout_s = body_timeout_s
+        self.max_header_bytes = max_header_bytes
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with an idle limit on fresh connections, and limits on how
-    long the headers and the body of a request may take to arrive (uvicorn has neither:
-    a client sending a byte a second would hold its connection for ever)."""
+class _SaidInTheAccessLog(logging.Filter):
+    """Drops uvicorn's bare warning for a malformed request: send_400_response logs it with
+    the client and the parser's reason."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Invalid HTTP request received."
+
+
+SAID_IN_THE_ACCESS_LOG = _SaidInTheAccessLog()  # one instance: addFilter adds it once
+
+
+class HeadersTooLarge(Exception):
+    """Raised in a parser callback: the request's headers are over max_header_bytes."""
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with an idle limit on fresh connections, limits on how
+    long the headers and the body of a request may take to arrive, and on the size of the
+    headers (uvicorn has none of these: a client sending a byte a second, or headers without
+    end, would hold its connection and grow its buffer for ever)."""
 
     _guard: asyncio.TimerHandle | None = None
     _guarding: str = ""
+    _phase: str = ""  # what the parser is inside: "headers", "body" or "" (between requests)
+    _header_bytes = 0  # this request's request line and complete headers
+    _unfinished_header_bytes = 0  # reads since the last one that began or ended its headers
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -85,21 +114,72 @@ class GuardedH11Protocol(H11Protocol):
         self._disarm()
         super().connection_lost(exc)
 
+    # The parser's callbacks (run inside feed_data) note where the request is and how big
+    # its headers are; the timers are set once per read, in data_received.
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._phase, self._header_bytes = "headers", 0
+
+    def on_url(self, url: bytes) -> None:
+        self._count_header_bytes(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header_bytes(len(name) + len(value) + 4)  # ": " and CRLF
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._phase = "body"
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._phase = ""
+
+    def _count_header_bytes(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > cast(ServeConfig, self.config).max_header_bytes:
+            # httptools turns this into HttpParserError; uvicorn then calls send_400_response.
+            raise HeadersTooLarge
+
     def data_received(self, data: bytes) -> None:
+        inside_headers = self._phase == "headers"
         super().data_received(data)
+        if self.transport.is_closing():  # refused by the parser (send_400_response)
+            return
+        if inside_headers and self._phase == "headers":
+            # A read wholly inside one request's headers: what a header not yet complete
+            # (not counted by on_header) has buffered so far is at most this.
+            self._unfinished_header_bytes += len(data)
+            if self._unfinished_header_bytes > cast(ServeConfig, self.config).max_header_bytes:
+                self.send_400_response("")
+                return
+        else:
+            self._unfinished_header_bytes = 0
         self._rearm()
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._rearm()
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to what llhttp refused: ours, with the access-log line (and 431
+        where the headers were over the limit)."""
+        limit = cast(ServeConfig, self.config).max_header_bytes
+        if self._header_bytes > limit or self._unfinished_header_bytes > limit:
+            self._refuse(431, f"the request headers are over {limit:,} bytes", "headers too large")
+        else:
+            reason = self._parser_error()
+            self._refuse(400, f"malformed HTTP request: {reason}", f"bad HTTP: {reason}")
+
+    @staticmethod
+    def _parser_error() -> str:
+        """What llhttp said (uvicorn passes only a fixed message)."""
+        error = sys.exc_info()[1]
+        return str(error) if error is not None else "unparseable"
 
     def _rearm(self) -> None:
         """Guard what the connection waits for now: headers, a body, or nothing."""
         config = cast(ServeConfig, self.config)
-        state = self.conn.their_state
-        if state is h11.IDLE and self.conn.trailing_data[0]:
-            self._arm("headers", config.header_timeout_s)  # a request has begun
-        elif state is h11.SEND_BODY:
+        if self._phase == "headers":
+            self._arm("headers", config.header_timeout_s)
+        elif self._phase == "body":
             self._arm("body", config.body_timeout_s)
         else:
             self._disarm()
@@ -119,11 +199,28 @@ class GuardedH11Protocol(H11Protocol):
         self._guard, self._guarding = None, ""
         if self.transport.is_closing():
             return
-        client = f"{self.client[0]}:{self.client[1]}" if self.client else "-"
-        log_line(client, "-", "-", 408, 0, f"{what} too slow")
         if what == "headers":
-            self.transport.write(REQUEST_TIMEOUT)
+            self._refuse(408, "the request headers took too long to arrive", "headers too slow")
+        else:  # a response may have begun: close without one
+            self._log(408, 0, "body too slow")
+            self.transport.close()
+
+    def _refuse(self, status: int, message: str, note: str) -> None:
+        """Answer before the request was parsed (no ASGI cycle exists yet), then close."""
+        body = json.dumps(
+            {"error": HTTPStatus(status).phrase, "status": status, "message": message}
+        ).encode()
+        head = (
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json"
+            f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        self._log(status, len(body), note)
+        self.transport.write(head.encode() + body)
         self.transport.close()
+
+    def _log(self, status: int, size: int, note: str) -> None:
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "-"
+        log_line(client, "-", "-", status, size, note)
 
 
 def log_line(client: str, method: str, path: str, status: int, size: int, note: str = "") -> None:
@@ -298,7 +395,7 @@ class ServingApp:
         """The body; an _Answer (413, its message as body) when over `limit`; None when the
         client disconnected. A declared length over the limit is refused before reading."""
         declared = _header(scope, b"content-length")
-        length = int(declared) if declared is not None else None  # h11 checked it is a number
+        length = int(declared) if declared is not None else None  # llhttp checked it is a number
         if length is not None and length > limit:
             return await self._drained(scope, receive, self._too_large(length, limit))
         chunks: list[bytes] = []

@@ -8,7 +8,7 @@
     GET  /execution-parameters          batch transform hints
     GET  /stats                         request, response and batch counters
 
-uvicorn (h11, one event loop on its own thread) serves the ASGI app of asgi.py; decode
+uvicorn (httptools, one event loop on its own thread) serves the ASGI app of asgi.py; decode
 threads parse and decode (Pillow and torch release the GIL), batcher workers run the model
 (one on a GPU; on a CPU a few, each with its share of the cores: worker_plan). A request
 that cannot be answered within serving.request_deadline_s is refused at once with 503 and
