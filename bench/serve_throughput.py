@@ -519,7 +519,10 @@ def overload_run(
         def sustained() -> float:
             row = run_load(port, images, requests, args.clients, args.clients)
             failures.extend(row["failures"])
-            print(f"  [{precision}] sustained {row['images_per_s']:.2f}/s, load {load()}")
+            print(
+                f"  [{precision}] sustained {row['images_per_s']:.2f}/s, load {load()}",
+                flush=True,
+            )
             return float(row["images_per_s"])
 
         closed = [sustained()]

@@ -102,6 +102,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _header_bytes = 0  # this request's request line and complete headers
     _unfinished_header_bytes = 0  # reads since the last one that began or ended its headers
 
+    @property
+    def _limits(self) -> ServeConfig:
+        return cast(ServeConfig, self.config)
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         # uvicorn arms the keep-alive timer only after a response: a connection that
@@ -138,7 +142,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _count_header_bytes(self, size: int) -> None:
         self._header_bytes += size
-        if self._header_bytes > cast(ServeConfig, self.config).max_header_bytes:
+        if self._header_bytes > self._limits.max_header_bytes:
             # httptools turns this into HttpParserError; uvicorn then calls send_400_response.
             raise HeadersTooLarge
 
@@ -151,7 +155,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # A read wholly inside one request's headers: what a header not yet complete
             # (not counted by on_header) has buffered so far is at most this.
             self._unfinished_header_bytes += len(data)
-            if self._unfinished_header_bytes > cast(ServeConfig, self.config).max_header_bytes:
+            if self._unfinished_header_bytes > self._limits.max_header_bytes:
                 self.send_400_response("")
                 return
         else:
@@ -161,7 +165,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to what llhttp refused: ours, with the access-log line (and 431
         where the headers were over the limit)."""
-        limit = cast(ServeConfig, self.config).max_header_bytes
+        limit = self._limits.max_header_bytes
         if self._header_bytes > limit or self._unfinished_header_bytes > limit:
             self._refuse(431, f"the request headers are over {limit:,} bytes", "headers too large")
         else:
@@ -176,11 +180,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _rearm(self) -> None:
         """Guard what the connection waits for now: headers, a body, or nothing."""
-        config = cast(ServeConfig, self.config)
         if self._phase == "headers":
-            self._arm("headers", config.header_timeout_s)
+            self._arm("headers", self._limits.header_timeout_s)
         elif self._phase == "body":
-            self._arm("body", config.body_timeout_s)
+            self._arm("body", self._limits.body_timeout_s)
         else:
             self._disarm()
 
@@ -207,15 +210,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, message: str, note: str) -> None:
         """Answer before the request was parsed (no ASGI cycle exists yet), then close."""
-        body = json.dumps(
-            {"error": HTTPStatus(status).phrase, "status": status, "message": message}
-        ).encode()
+        answer = error_answer(status, message, runtime=False)
         head = (
-            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json"
-            f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: "
+            f"{answer.content_type}\r\nContent-Length: {len(answer.body)}\r\n"
+            "Connection: close\r\n\r\n"
         )
-        self._log(status, len(body), note)
-        self.transport.write(head.encode() + body)
+        self._log(status, len(answer.body), note)
+        self.transport.write(head.encode() + answer.body)
         self.transport.close()
 
     def _log(self, status: int, size: int, note: str) -> None:
