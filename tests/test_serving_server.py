@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import importlib.util
 import json
 import os
 import re
@@ -83,6 +84,33 @@ def test_ping_and_an_invocation(served: Served) -> None:
     assert params["MaxPayloadInMB"] == MAX_PAYLOAD_MB and params["BatchStrategy"]
     assert client.request("GET", "/nowhere").status == 404
     assert client.request("PUT", "/invocations", b"x").status == 405
+
+
+def test_the_server_runs_on_uvloop_where_installed_and_on_asyncio_without_it(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The `torch` install profile brings uvloop (not on Windows); an image without it
+    serves on asyncio's loop, the same answers."""
+    import torch
+
+    from dogclf.model import inference
+    from dogclf.serving.server import InferenceService, ModelServer
+
+    expected = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    assert sys.platform == "win32" or expected == "uvloop", "the dev install has uvloop"
+    assert served.client.stats()["event_loop"] == expected
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop raises ImportError
+    service = InferenceService(inference.Limits(), workers=1, torch_threads=torch.get_num_threads())
+    service.load(served.model.extracted)
+    server = ModelServer(service, "127.0.0.1", 0).start()
+    try:
+        client = Client(server.url)
+        assert client.stats()["event_loop"] == "asyncio"
+        image, breed = served.model.test_images()[0]
+        assert predictions(client.invoke(image.read_bytes(), "image/jpeg"))[0]["label"] == breed
+    finally:
+        assert server.stop() == 0
 
 
 def test_boto3_through_the_runtime_endpoint_variable_matches_predict_via_local(

@@ -342,8 +342,15 @@ class ServingApp:
             )
         if path == "/stats":
             responses = {str(k): v for k, v in sorted(self.responses.items())}
+            loop = type(asyncio.get_running_loop()).__module__.split(".")[0]  # uvloop, asyncio
             return json_answer(
-                200, {**service.stats(), "in_flight": self.in_flight, "responses": responses}
+                200,
+                {
+                    **service.stats(),
+                    "in_flight": self.in_flight,
+                    "responses": responses,
+                    "event_loop": loop,
+                },
             )
         return error_answer(404, f"no such path: GET {path}", False)
 

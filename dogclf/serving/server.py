@@ -8,11 +8,12 @@
     GET  /execution-parameters          batch transform hints
     GET  /stats                         request, response and batch counters
 
-uvicorn (httptools, one event loop on its own thread) serves the ASGI app of asgi.py; decode
-threads parse and decode (Pillow and torch release the GIL), batcher workers run the model
-(one on a GPU; on a CPU a few, each with its share of the cores: worker_plan). A request
-that cannot be answered within serving.request_deadline_s is refused at once with 503 and
-Retry-After (batching.py), so the accepted ones keep a bounded latency under overload.
+uvicorn (httptools, one event loop on its own thread, uvloop where installed) serves the ASGI
+app of asgi.py; decode threads parse and decode (Pillow and torch release the GIL), batcher
+workers run the model (one on a GPU; on a CPU a few, each with its share of the cores:
+worker_plan). A request that cannot be answered within serving.request_deadline_s is refused
+at once with 503 and Retry-After (batching.py), so the accepted ones keep a bounded latency
+under overload.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import resource
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -300,7 +302,8 @@ class ModelServer:
 
     def _serve(self) -> None:
         try:
-            asyncio.run(self.uvicorn.serve(sockets=[self.sock]))
+            with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+                runner.run(self.uvicorn.serve(sockets=[self.sock]))
         except BaseException as exc:  # reported by start()/stop(), not lost on the thread
             self._failure = exc
 
@@ -326,6 +329,17 @@ class ModelServer:
         return unfinished
 
 
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop where it is installed (the `torch` install profile, not on Windows):
+    the event loop's share of a core per request is about a quarter smaller than asyncio's
+    (bench/serve_throughput.py), cores the forward passes need on 2 vCPUs. None: asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def _uvicorn_server(app: ServingApp, timeouts: Timeouts) -> uvicorn.Server:
     import uvicorn
 
@@ -333,7 +347,7 @@ def _uvicorn_server(app: ServingApp, timeouts: Timeouts) -> uvicorn.Server:
         app,
         header_timeout_s=timeouts.header_timeout_s,
         body_timeout_s=timeouts.body_timeout_s,
-        loop="asyncio",
+        loop="none",  # ModelServer runs the loop it picks (event_loop_factory)
         lifespan="off",
         interface="asgi3",
         timeout_keep_alive=int(timeouts.keep_alive_s),
