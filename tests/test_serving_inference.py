@@ -345,6 +345,65 @@ def test_any_image_mode_becomes_rgb(name: str) -> None:
     assert image.size == ((80, 60) if name == "16-bit-png" else (64, 48))
 
 
+def _jpeg(size: tuple[int, int], seed: int = 0, **options: Any) -> bytes:
+    return encode(photo(size, seed), "JPEG", **options)
+
+
+def _turned_jpeg() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: the pixels are stored on their side
+    return _jpeg((90, 60), exif=exif.tobytes())
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "fast"),
+    [
+        ("rgb 4:2:0", _jpeg((300, 500), quality=90), True),
+        ("rgb 4:4:4", _jpeg((333, 251), 1, subsampling=0), True),
+        ("progressive", _jpeg((480, 320), 2, progressive=True), True),
+        ("greyscale", encode(photo((400, 300), 3).convert("L"), "JPEG"), True),
+        ("just under the draft scale", _jpeg((700, 511), 4), True),
+        ("draft scale 1/2", _jpeg((1100, 800), 5), False),
+        ("EXIF-turned", _turned_jpeg(), False),
+        ("CMYK", encode(photo((200, 150)).convert("CMYK"), "JPEG"), False),
+        ("PNG", encode(photo((200, 150)), "PNG"), False),
+    ],
+)
+def test_decode_pixels_gives_pillows_pixels_and_takes_torchvisions_decoder_for_plain_jpegs(
+    name: str, data: bytes, fast: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The serving decoder (simplejpeg for a plain JPEG, Pillow for the rest) gives exactly
+    the pixels the training decoder (Pillow) gives. The real decoder is wrapped only to
+    count its calls."""
+    calls: list[bytes] = []
+    real = preprocess._turbojpeg
+    monkeypatch.setattr(preprocess, "_turbojpeg", lambda b: calls.append(b) or real(b))
+    draft = preprocess.resize_size(224)
+    served = preprocess.decode_pixels(data, draft_size=draft)
+    trained = preprocess.to_pixels(preprocess.decode_image(data, draft_size=draft))
+    assert served.dtype == torch.uint8 and served.shape == trained.shape
+    assert torch.equal(served, trained), name
+    assert bool(calls) is fast, name
+
+
+def test_a_jpeg_libjpeg_refuses_gets_pillows_message() -> None:
+    truncated = _jpeg((200, 150))[:600]
+    assert preprocess._turbojpeg(truncated) is None
+    with pytest.raises(preprocess.ImageDecodeError, match="truncated"):
+        preprocess.decode_pixels(truncated)
+
+
+def test_without_simplejpeg_every_jpeg_goes_through_pillow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The SageMaker PyTorch image has no simplejpeg: the same pixels, from Pillow."""
+    data = _jpeg((300, 500), quality=90)
+    with_it = preprocess.decode_pixels(data)
+    monkeypatch.setitem(sys.modules, "simplejpeg", None)  # import simplejpeg raises
+    assert preprocess._turbojpeg(data) is None
+    assert torch.equal(preprocess.decode_pixels(data), with_it)
+
+
 def test_sixteen_bit_greyscale_is_scaled_not_clipped() -> None:
     image = preprocess.decode_image(sixteen_bit_png())
     low, high = image.convert("L").getextrema()  # type: ignore[misc]

@@ -395,14 +395,14 @@ class Classifier:
         """
         prefix = f"{where}: " if where else ""
         try:
-            image = preprocess.decode_image(
+            decoded = preprocess.decode_pixels(
                 data, max_pixels=self.limits.max_image_pixels, draft_size=self.draft_size
             )
         except preprocess.ImageTooLargeError as exc:
             raise PayloadTooLargeError(f"{prefix}{exc}") from None
         except preprocess.ImageDecodeError as exc:
             raise RequestError(f"{prefix}{exc}") from None
-        pixels: torch.Tensor = self.resize_crop(preprocess.to_pixels(image))
+        pixels: torch.Tensor = self.resize_crop(decoded)
         return pixels
 
     def to_batch(self, pixels: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -2,13 +2,16 @@
 
 STANDALONE FILE: it is copied into model.tar.gz as `code/preprocess.py` and imported by
 `code/inference.py` inside the SageMaker PyTorch container, so it may import only the
-standard library, torch, torchvision and Pillow, never `dogclf`.
+standard library, torch, torchvision and Pillow, never `dogclf` (simplejpeg only where
+installed: decode_pixels).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -135,33 +138,96 @@ def decode_image(
     still at least this many pixels on the short side: much faster for large photos and
     lossless for a 224-pixel model.
     """
+    with _refusals():
+        return _load_rgb(_open(data, max_pixels), draft_size)
+
+
+def decode_pixels(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None
+) -> torch.Tensor:
+    """Bytes -> uint8 (C, H, W) RGB pixels: to_pixels(decode_image(...)), the same values.
+
+    A JPEG in RGB or greyscale that needs no reduced-scale decode and no EXIF turn (most
+    photos sent to an endpoint) is decoded by simplejpeg (libjpeg-turbo's TurboJPEG API, as
+    Pillow's decoder, the same IDCT: the same pixels, tests) straight into an array the
+    tensor wraps, without Pillow's decoder loop and the copy out of its buffer: 0.39 against
+    0.64 ms of CPU an image on the serve bench's JPEGs. Anything else, anything libjpeg
+    refuses, and a host without simplejpeg (the SageMaker PyTorch image) go through Pillow,
+    with decode_image's checks and error messages."""
+    with _refusals():
+        image = _open(data, max_pixels)
+        plain = (
+            image.format == "JPEG"
+            and image.mode in ("RGB", "L")
+            and _draft_scale(image, draft_size) < 2
+            and image.getexif().get(EXIF_ORIENTATION, 1) == 1
+        )
+        if plain and (pixels := _turbojpeg(data)) is not None:
+            return pixels
+        return to_pixels(_load_rgb(image, draft_size))
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def _turbojpeg(data: bytes) -> torch.Tensor | None:
+    """uint8 (C, H, W), a view of simplejpeg's (H, W, C) array; None where simplejpeg is not
+    installed or libjpeg refuses the bytes (decode_image then says what is wrong)."""
+    try:
+        import simplejpeg
+    except ImportError:
+        return None
+    try:
+        array = simplejpeg.decode_jpeg(data, colorspace="RGB")
+    except ValueError:
+        return None
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def _draft_scale(image: Image.Image, draft_size: int | None) -> float:
+    """How many times the short side is over `draft_size` (0: no reduced-scale decode)."""
+    return min(image.size) / draft_size if draft_size else 0.0
+
+
+def _load_rgb(image: Image.Image, draft_size: int | None) -> Image.Image:
+    if image.format in ("JPEG", "MPO") and (scale := _draft_scale(image, draft_size)) >= 2:
+        width, height = image.size
+        image.draft("RGB", (int(width / scale) + 1, int(height / scale) + 1))
+    image.load()
+    return to_rgb(image)
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """Pillow's view of the header (nothing decoded yet), refused unless it is a photo; in
+    _refusals, where the bomb warning is an error."""
     if not data:
         raise ImageDecodeError("empty image: the request body has no bytes")
+    image = Image.open(io.BytesIO(data), formats=FORMATS)
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"image is {width}x{height} = {width * height:,} pixels, above the "
+            f"limit of {max_pixels:,}"
+        )
+    if width < 1 or height < 1:
+        raise ImageDecodeError("image has no pixels")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageDecodeError(
+            f"image is {width}x{height}: a side more than {MAX_ASPECT_RATIO} times "
+            "the other is not a photo this model can classify"
+        )
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)  # animated GIF/WebP/PNG: classify the first frame
+    return image
+
+
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    """Pillow's many exceptions on hostile bytes -> ImageDecodeError / ImageTooLargeError."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=FORMATS)
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageTooLargeError(
-                    f"image is {width}x{height} = {width * height:,} pixels, above the "
-                    f"limit of {max_pixels:,}"
-                )
-            if width < 1 or height < 1:
-                raise ImageDecodeError("image has no pixels")
-            if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
-                raise ImageDecodeError(
-                    f"image is {width}x{height}: a side more than {MAX_ASPECT_RATIO} times "
-                    "the other is not a photo this model can classify"
-                )
-            if getattr(image, "n_frames", 1) > 1:
-                image.seek(0)  # animated GIF/WebP/PNG: classify the first frame
-            if draft_size and image.format in ("JPEG", "MPO"):
-                scale = min(width, height) / draft_size
-                if scale >= 2:
-                    image.draft("RGB", (int(width / scale) + 1, int(height / scale) + 1))
-            image.load()
-            return to_rgb(image)
+            yield
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
