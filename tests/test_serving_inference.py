@@ -363,13 +363,15 @@ def _turned_jpeg() -> bytes:
         ("progressive", _jpeg((480, 320), 2, progressive=True), True),
         ("greyscale", encode(photo((400, 300), 3).convert("L"), "JPEG"), True),
         ("just under the draft scale", _jpeg((700, 511), 4), True),
-        ("draft scale 1/2", _jpeg((1100, 800), 5), False),
+        ("draft scale 1/2", _jpeg((1100, 800), 5), True),
+        ("draft scale 1/4, odd sides", _jpeg((1201, 1035), 6, subsampling=0), True),
+        ("draft scale 1/8, progressive", _jpeg((2300, 2100), 7, progressive=True), True),
         ("EXIF-turned", _turned_jpeg(), False),
         ("CMYK", encode(photo((200, 150)).convert("CMYK"), "JPEG"), False),
         ("PNG", encode(photo((200, 150)), "PNG"), False),
     ],
 )
-def test_decode_pixels_gives_pillows_pixels_and_takes_torchvisions_decoder_for_plain_jpegs(
+def test_decode_pixels_gives_pillows_pixels_and_takes_simplejpeg_for_plain_jpegs(
     name: str, data: bytes, fast: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The serving decoder (simplejpeg for a plain JPEG, Pillow for the rest) gives exactly
@@ -377,7 +379,7 @@ def test_decode_pixels_gives_pillows_pixels_and_takes_torchvisions_decoder_for_p
     count its calls."""
     calls: list[bytes] = []
     real = preprocess._turbojpeg
-    monkeypatch.setattr(preprocess, "_turbojpeg", lambda b: calls.append(b) or real(b))
+    monkeypatch.setattr(preprocess, "_turbojpeg", lambda b, size: calls.append(b) or real(b, size))
     draft = preprocess.resize_size(224)
     served = preprocess.decode_pixels(data, draft_size=draft)
     trained = preprocess.to_pixels(preprocess.decode_image(data, draft_size=draft))
@@ -388,7 +390,7 @@ def test_decode_pixels_gives_pillows_pixels_and_takes_torchvisions_decoder_for_p
 
 def test_a_jpeg_libjpeg_refuses_gets_pillows_message() -> None:
     truncated = _jpeg((200, 150))[:600]
-    assert preprocess._turbojpeg(truncated) is None
+    assert preprocess._turbojpeg(truncated, (200, 150)) is None
     with pytest.raises(preprocess.ImageDecodeError, match="truncated"):
         preprocess.decode_pixels(truncated)
 
@@ -400,7 +402,7 @@ def test_without_simplejpeg_every_jpeg_goes_through_pillow(
     data = _jpeg((300, 500), quality=90)
     with_it = preprocess.decode_pixels(data)
     monkeypatch.setitem(sys.modules, "simplejpeg", None)  # import simplejpeg raises
-    assert preprocess._turbojpeg(data) is None
+    assert preprocess._turbojpeg(data, (300, 500)) is None
     assert torch.equal(preprocess.decode_pixels(data), with_it)
 
 
@@ -531,3 +533,11 @@ def test_url_input_only_from_allowed_hosts_and_never_redirected(image_host: str)
         parse_request(json.dumps({"url": image_host + "/dog.jpg"}), "application/json", other)
     with pytest.raises(RequestError, match="not on the allow-list"):
         parse_request(json.dumps({"url": "file:///etc/passwd"}), "application/json", allowed)
+
+
+def test_simplejpeg_is_not_used_at_a_size_no_libjpeg_scale_gives() -> None:
+    """Pillow's draft picks the size; where simplejpeg would decode at another (no scale of
+    libjpeg's gives exactly it), decode_pixels must fall back to Pillow, not resize."""
+    data = _jpeg((300, 500))
+    assert preprocess._turbojpeg(data, (300, 500)) is not None
+    assert preprocess._turbojpeg(data, (290, 480)) is None

@@ -147,39 +147,47 @@ def decode_pixels(
 ) -> torch.Tensor:
     """Bytes -> uint8 (C, H, W) RGB pixels: to_pixels(decode_image(...)), the same values.
 
-    A JPEG in RGB or greyscale that needs no reduced-scale decode and no EXIF turn (most
-    photos sent to an endpoint) is decoded by simplejpeg (libjpeg-turbo's TurboJPEG API, as
-    Pillow's decoder, the same IDCT: the same pixels, tests) straight into an array the
-    tensor wraps, without Pillow's decoder loop and the copy out of its buffer: 0.39 against
-    0.64 ms of CPU an image on the serve bench's JPEGs. Anything else, anything libjpeg
-    refuses, and a host without simplejpeg (the SageMaker PyTorch image) go through Pillow,
-    with decode_image's checks and error messages."""
+    A JPEG in RGB or greyscale without an EXIF turn (most photos sent to an endpoint) is
+    decoded by simplejpeg (libjpeg-turbo's TurboJPEG API, as Pillow's decoder, the same
+    IDCT: the same pixels, tests) straight into an array the tensor wraps, without Pillow's
+    decoder loop and the copy out of its buffer: 0.39 against 0.64 ms of CPU an image on the
+    serve bench's JPEGs. Pillow's draft still picks the reduced scale (1/2, 1/4, 1/8) of a
+    large photo; simplejpeg decodes at it. Anything else, anything libjpeg refuses, and a
+    host without simplejpeg (the SageMaker PyTorch image) go through Pillow, with
+    decode_image's checks and error messages."""
     with _refusals():
         image = _open(data, max_pixels)
+        _draft(image, draft_size)  # sets image.size to what a decode at that scale gives
         plain = (
             image.format == "JPEG"
             and image.mode in ("RGB", "L")
-            and _draft_scale(image, draft_size) < 2
             and image.getexif().get(EXIF_ORIENTATION, 1) == 1
         )
-        if plain and (pixels := _turbojpeg(data)) is not None:
+        if plain and (pixels := _turbojpeg(data, image.size)) is not None:
             return pixels
-        return to_pixels(_load_rgb(image, draft_size))
+        image.load()
+        return to_pixels(to_rgb(image))
 
 
 EXIF_ORIENTATION = 0x0112
 
 
-def _turbojpeg(data: bytes) -> torch.Tensor | None:
-    """uint8 (C, H, W), a view of simplejpeg's (H, W, C) array; None where simplejpeg is not
-    installed or libjpeg refuses the bytes (decode_image then says what is wrong)."""
+def _turbojpeg(data: bytes, size: tuple[int, int]) -> torch.Tensor | None:
+    """uint8 (C, H, W) of `size` (width, height: the full size or a reduced scale's), a view
+    of simplejpeg's (H, W, C) array; None where simplejpeg is not installed, libjpeg refuses
+    the bytes (decode_image then says what is wrong) or it would decode at another size."""
     try:
         import simplejpeg
     except ImportError:
         return None
     try:
-        array = simplejpeg.decode_jpeg(data, colorspace="RGB")
+        # The smallest of libjpeg's scales that gives at least `size`: the draft's own.
+        array = simplejpeg.decode_jpeg(
+            data, colorspace="RGB", min_width=size[0], min_height=size[1]
+        )
     except ValueError:
+        return None
+    if array.shape[:2] != (size[1], size[0]):
         return None
     return torch.from_numpy(array).permute(2, 0, 1)
 
@@ -190,11 +198,17 @@ def _draft_scale(image: Image.Image, draft_size: int | None) -> float:
 
 
 def _load_rgb(image: Image.Image, draft_size: int | None) -> Image.Image:
+    _draft(image, draft_size)
+    image.load()
+    return to_rgb(image)
+
+
+def _draft(image: Image.Image, draft_size: int | None) -> None:
+    """A JPEG whose short side is at least twice `draft_size` is set to decode at libjpeg's
+    reduced scale (image.size shrinks; nothing is decoded yet)."""
     if image.format in ("JPEG", "MPO") and (scale := _draft_scale(image, draft_size)) >= 2:
         width, height = image.size
         image.draft("RGB", (int(width / scale) + 1, int(height / scale) + 1))
-    image.load()
-    return to_rgb(image)
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
