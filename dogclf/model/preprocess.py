@@ -165,8 +165,7 @@ def decode_pixels(
         )
         if plain and (pixels := _turbojpeg(data, image.size)) is not None:
             return pixels
-        image.load()
-        return to_pixels(to_rgb(image))
+        return to_pixels(_load_rgb(image, None))  # drafted above already
 
 
 EXIF_ORIENTATION = 0x0112
