@@ -365,8 +365,9 @@ def test_ping_is_503_until_the_model_is_loaded_and_sigterm_while_loading_exits_c
                 read_until(proc.stdout, r"^Serving ")
                 assert client.request("GET", "/ping").status == 200
             proc.send_signal(signal.SIGTERM)
-            assert proc.wait() == 0
+            code = proc.wait()
             rest = proc.stderr.read()
+            assert code == 0, f"finish={finish}: {rest}"
             assert "Traceback" not in rest
             if not finish:
                 assert "Stopped before the model was loaded" in rest

@@ -34,7 +34,7 @@ class _Signals:
 
     def __call__(self, signum: int, frame: object) -> None:
         self.received.append(signum)
-        if not self.loaded:
+        if not self.loaded and len(self.received) == 1:  # a second Ctrl-C: already stopping
             raise _StopBeforeReady
 
     @contextmanager
@@ -151,8 +151,10 @@ def _serve_until_stopped(server: Any, model: str, cfg: Any) -> None:
     service = server.service
     stop = _Signals()
     with stop.installed():
-        render.note(f"Listening on {server.url} (/ping answers 503 until the model is loaded)")
         try:
+            # Inside the try: a script that reads this line may send SIGTERM before the
+            # write returns, and the handler raises wherever the main thread is.
+            render.note(f"Listening on {server.url} (/ping answers 503 until the model is loaded)")
             with open_model_dir(model, cfg) as model_dir, load_errors(model):
                 classifier = service.load(model_dir)
             stop.loaded = True
