@@ -613,6 +613,7 @@ def overload_run(
         "loads": {factor: combine(rows) for factor, rows in loads.items()},
         "rss_mb": rss,
         "batching": stats["batching"],
+        "tuning": tuning_line(stats),
         "failures": failures,
     }
 
@@ -659,7 +660,7 @@ def print_overload(result: dict[str, Any]) -> bool:
     print(
         f"refused at admission {batching['refused_deadline'] + batching['refused_queue_full']}, "
         f"expired in the queue {batching['expired_in_queue']}, mean batch "
-        f"{batching['mean_batch']}"
+        f"{batching['mean_batch']}; {result['tuning']}"
     )
     ok_rss = result["rss_mb"] <= RSS_TARGET_MB
     print(
@@ -687,6 +688,13 @@ def get_stats(port: int) -> dict[str, Any]:
     stats: dict[str, Any] = json.loads(conn.getresponse().read())
     conn.close()
     return stats
+
+
+def tuning_line(stats: dict[str, Any]) -> str:
+    """The batch size serve measured as its fastest per image, and the times it compared."""
+    tuning = stats["batch_tuning"]
+    times = ", ".join(f"{n}: {ms:.1f}" for n, ms in tuning["ms_per_image"].items())
+    return f"serve's batch size {tuning['batch_size']} (ms per image of each size at load: {times})"
 
 
 def summarize(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -814,6 +822,7 @@ def print_throughput(legs: list[Leg], base: list[dict[str, Any]], args: argparse
             f"largest {batching['largest_batch']} (max {args.max_batch_size}, "
             f"wait {args.max_batch_wait_ms:g} ms)"
         )
+        print(f"  {tuning_line(leg.stats)}")
         serve_rates = [x["images_per_s"] for x in leg.serve]
         vs_forward, vs_base = ratio(serve_rates, leg.forward), ratio(serve_rates, base_rates)
         # The headline leg carries issue 13's targets; the others are printed beside it

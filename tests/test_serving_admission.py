@@ -219,6 +219,21 @@ def post(url: str, body: bytes, path: str = "/invocations") -> tuple[int, dict[s
     return response.status, response.headers, response.json()
 
 
+def refused_unread(port: int, body: bytes) -> None:
+    """At capacity, a request is answered 503 + Retry-After from its headers alone, before
+    its body is sent; the body sent after that is dropped, not read as a request, and the
+    connection serves the next one."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /invocations HTTP/1.1\r\nHost: dogclf\r\nContent-Type: image/jpeg\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        answer = read_response(sock)
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"retry-after: " in answer.lower()
+        sock.sendall(body + b"GET /ping HTTP/1.1\r\nHost: dogclf\r\n\r\n")
+        assert read_response(sock).startswith(b"HTTP/1.1 200 ")
+
+
 def test_overload_is_refused_with_503_and_retry_after_and_ping_keeps_answering(
     trained_model: TrainedModel, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -282,6 +297,7 @@ def test_overload_is_refused_with_503_and_retry_after_and_ping_keeps_answering(
         status, headers, document = post(server.url, data, "/endpoints/dogclf-dev/invocations")
         assert status == 424 and document["OriginalStatusCode"] == 503 and headers["retry-after"]
         assert client.request("GET", "/ping").status == 200  # health checks still pass
+        refused_unread(server.port, data)
 
         while time.monotonic() < queued_at + deadline_s:
             time.sleep(0.05)  # the queued requests' deadline passes while the model is busy
@@ -295,14 +311,14 @@ def test_overload_is_refused_with_503_and_retry_after_and_ping_keeps_answering(
         assert all("deadline" in doc["message"] for doc in expired)
         assert post(server.url, data)[2]["predictions"][0]["label"] == breed  # back to normal
         stats = client.stats()
-        assert stats["responses"]["503"] == 4 and stats["batching"]["expired_in_queue"] == 3
+        assert stats["responses"]["503"] == 5 and stats["batching"]["expired_in_queue"] == 3
         assert stats["batching"]["refused_queue_full"] >= 2
         assert not any(code.startswith("5") and code != "503" for code in stats["responses"])
     finally:
         gate.set()
         assert server.stop() == 0
     log = capfd.readouterr().err
-    assert log.count('"POST /invocations" 503') == 4 and " 500 " not in log
+    assert log.count('"POST /invocations" 503') == 5 and " 500 " not in log
 
 
 def test_refused_items_never_reach_the_model_and_the_estimate_follows_the_batches() -> None:

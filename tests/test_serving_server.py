@@ -191,7 +191,13 @@ def test_concurrent_requests_are_batched_and_answered_in_order(served: Served) -
         assert [p["probability"] for p in one] == pytest.approx(
             [p["probability"] for p in other], abs=1e-5
         )
-    assert client.stats()["batching"]["items"] == before + len(images)
+    stats = client.stats()
+    assert stats["batching"]["items"] == before + len(images)
+    # The batch size measured at load is what the workers take at most.
+    tuning = stats["batch_tuning"]
+    assert tuning["batch_size"] <= tuning["max_batch_size"]
+    assert set(tuning["ms_per_image"]) == {"1", "2", "4", "8", "16"}
+    assert stats["batching"]["largest_batch"] <= tuning["batch_size"]
     # A JSON batch: one list per image, in order.
     body = json.dumps({"images": [base64.b64encode(d).decode() for d in images[:3]], "top_k": 2})
     rows = client.invoke(body.encode(), "application/json").json()["predictions"]

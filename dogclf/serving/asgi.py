@@ -276,6 +276,11 @@ def error_answer(
     )
 
 
+def refused_answer(refusal: Refused, runtime: bool) -> _Answer:
+    """503 with Retry-After: the server is at capacity or shutting down."""
+    return error_answer(503, refusal.message, runtime, {"Retry-After": str(refusal.retry_after)})
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
@@ -319,11 +324,33 @@ class ServingApp:
             refusal = error_answer(503, "the server is shutting down", runtime)
             refusal.close = True
             return refusal
+        deadline = started + self.deadline_s
+        if (overloaded := self._refused_before_the_body(scope, runtime, deadline)) is not None:
+            return overloaded
         self.in_flight += 1
         try:
-            return await self._invocation(scope, receive, runtime, started + self.deadline_s)
+            return await self._invocation(scope, receive, runtime, deadline)
         finally:
             self.in_flight -= 1
+
+    def _refused_before_the_body(
+        self, scope: Scope, runtime: bool, deadline: float
+    ) -> _Answer | None:
+        """503 + Retry-After now, unread, for a request the batcher would refuse even with one
+        image: under overload most requests are, and reading, joining and copying bodies that
+        are refused anyway took the event loop's share of a core from the forward passes
+        (uvicorn drops the body as it arrives; the connection stays usable). A body without
+        a declared length, or over the limit, goes the usual way (413 is the better answer)."""
+        declared = _header(scope, b"content-length")
+        if not self.service.ready or declared is None:
+            return None
+        if int(declared) > self.service.limits.max_payload_bytes:
+            return None
+        try:
+            self.service.admit(1, deadline)
+        except Refused as exc:
+            return refused_answer(exc, runtime)
+        return None
 
     def _get(self, path: str) -> _Answer:
         service = self.service
@@ -386,8 +413,7 @@ class ServingApp:
         except inference.RequestError as exc:
             return error_answer(exc.status, exc.message, runtime)
         except Refused as exc:
-            retry = {"Retry-After": str(exc.retry_after)}
-            return error_answer(503, exc.message, runtime, retry)
+            return refused_answer(exc, runtime)
         except Exception as exc:  # a bug, not bad input: say so, keep serving
             traceback.print_exc(file=sys.stderr)
             return error_answer(500, f"internal error: {type(exc).__name__}: {exc}", runtime)

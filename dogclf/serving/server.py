@@ -35,6 +35,7 @@ import torch
 from dogclf.errors import DogclfError
 from dogclf.model import inference
 from dogclf.serving.asgi import ServeConfig, ServingApp
+from dogclf.serving.batch_tuning import BatchTuning, tune_batch_size
 from dogclf.serving.batching import DynamicBatcher
 
 if TYPE_CHECKING:
@@ -122,6 +123,7 @@ class InferenceService:
         self._decoders = ThreadPoolExecutor(max(1, decode_threads), "dogclf-decode")
         self.classifier: inference.Classifier | None = None
         self.batcher: DynamicBatcher[torch.Tensor, torch.Tensor] | None = None
+        self.tuning: BatchTuning | None = None
         self.requests = 0
         self.images = 0
         self.client_errors = 0
@@ -137,19 +139,19 @@ class InferenceService:
         )
         self.workers, self.torch_threads = worker_plan(classifier.device, self.cpus, *self._plan)
         torch.set_num_threads(self.torch_threads)
-        # Warm up: the first pass (and each new batch shape) builds kernels; do it now,
-        # not on the first user's request. The last pass also seeds the batcher's estimate
-        # of an image's share of a pass (admission control).
+        # Warm up (the first pass of each batch shape builds its kernels: now, not on the
+        # first user's request) and pick the batch size the workers run, timed as they run
+        # it; its time per image seeds the batcher's estimate of waits (admission control).
         size = classifier.image_size
-        item_s = 0.0
-        for n in sorted({1, self.max_batch_size}):
-            started = time.perf_counter()
-            classifier.probabilities([torch.zeros(3, size, size, dtype=torch.uint8)] * n)
-            item_s = (time.perf_counter() - started) / n
+        blank = torch.zeros(3, size, size, dtype=torch.uint8)
+        self.tuning = tune_batch_size(
+            lambda n: classifier.probabilities([blank] * n), self.max_batch_size, self.workers
+        )
+        item_s = self.tuning.ms_per_image[self.tuning.batch_size] / 1000
         self.classifier = classifier
         self.batcher = DynamicBatcher(
             self._run_batch,
-            max_batch_size=self.max_batch_size,
+            max_batch_size=self.tuning.batch_size,
             max_wait_s=self.max_batch_wait_ms / 1000,
             workers=self.workers,
             max_queue=self.admission.max_queue,
@@ -161,12 +163,18 @@ class InferenceService:
         assert self.classifier is not None
         return list(self.classifier.probabilities(tensors))
 
+    def admit(self, count: int, deadline: float) -> None:
+        """Raise batching.Refused (503) if `count` images could not be answered by
+        `deadline`; checked again, with the real count, when the request is decoded."""
+        assert self.batcher is not None
+        self.batcher.admit(count, deadline)
+
     async def invoke(self, request: Invocation) -> tuple[bytes, str]:
         """One request -> (JSON body, content type); RequestError (4xx) for bad input,
         batching.Refused (503) when it could not be answered before its deadline."""
         assert self.classifier is not None and self.batcher is not None
-        # Under overload most requests are refused here, on the loop, without the hop to a
-        # decode thread: the cores stay with the forward passes.
+        # Again now the body is in (the queue may have filled while it arrived): on the
+        # loop, without the hop to a decode thread; the cores stay with the forward passes.
         self.batcher.admit(1, request.deadline)
         loop = asyncio.get_running_loop()
         parsed, tensors = await loop.run_in_executor(self._decoders, self._prepare, request)
@@ -230,6 +238,9 @@ class InferenceService:
                 "queued": self.batcher.queued if self.batcher else 0,
             },
             "batching": self.batcher.stats.as_dict() if self.batcher else None,
+            "batch_tuning": {"max_batch_size": self.max_batch_size, **self.tuning.as_dict()}
+            if self.tuning
+            else None,
         }
 
     def close(self) -> None:
