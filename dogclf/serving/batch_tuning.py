@@ -2,7 +2,7 @@
 measured on this machine when the model loads, up to serving.max_batch_size.
 
 Bigger is not always faster. On a CPU, with passes side by side on one core each, a pass
-over 16 images ran 10-15% slower per image than one over 4 or 8 (resnet50, int8 and fp32,
+over 16 images ran 7-15% slower per image than one over 4 or 8 (resnet50, int8 and fp32,
 2-core EPYC: the activations of 16 images outgrow the core's cache), and under overload
 the batcher always has 16 waiting: the surplus would cost the accepted requests
 throughput. On a GPU the largest batch is usually the fastest, and the measurement says so.
