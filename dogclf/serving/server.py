@@ -175,7 +175,7 @@ class InferenceService:
         assert self.classifier is not None and self.batcher is not None
         # Again now the body is in (the queue may have filled while it arrived): on the
         # loop, without the hop to a decode thread; the cores stay with the forward passes.
-        self.batcher.admit(1, request.deadline)
+        self.admit(1, request.deadline)
         loop = asyncio.get_running_loop()
         parsed, tensors = await loop.run_in_executor(self._decoders, self._prepare, request)
         futures: list[Future[torch.Tensor]] = []
@@ -209,7 +209,7 @@ class InferenceService:
                     f"the request has {len(parsed.images)} images; this server queues at most "
                     f"{self.admission.max_queue} (serving.max_queue)"
                 )
-            self.batcher.admit(len(parsed.images), request.deadline)  # before decoding
+            self.admit(len(parsed.images), request.deadline)  # before decoding
             many = len(parsed.images) > 1
             tensors = [
                 self.classifier.prepare(data, f"images[{i}]" if many else None)
