@@ -4,6 +4,10 @@ In one run, on generated 300-700 px JPEGs and resnet50 (random weights, 133 clas
   forward-only  the classifier serve loads (same precision), its forward pass alone on
                 preprocessed tensors, at the best of the batch sizes and of the two ways
                 serve can run it (one pass on every core, or passes side by side)
+  prepared      the same threads and batches, each image decoded and resized from its JPEG
+                in the thread that runs its batch (Classifier.prepare): serve's work without
+                HTTP, queues or thread handoffs. It splits serve's distance to forward-only
+                into what the image preparation costs and what the server costs
   serve         a real `dogclf serve` process, N concurrent keep-alive clients posting JPEGs
   baseline      a server written like the reference project: per request PIL Resize((224,224))
                 + ToTensor + Normalize, eager fp32 model, batch 1, called from every request
@@ -142,6 +146,7 @@ class ForwardOnly:
         from dogclf.model.inference import load_classifier
 
         self.classifier = load_classifier(model_dir, precision=precision)
+        self.images = list(images)
         self.pixels = [self.classifier.prepare(data) for data in images]
         self._batches: dict[int, list[Any]] = {}
 
@@ -153,19 +158,34 @@ class ForwardOnly:
             ]
         return self._batches[size]
 
+    def from_jpegs(self, jpegs: Sequence[bytes]) -> Any:
+        """What a serve worker and its decode threads do to a batch, in one thread."""
+        return self.classifier.probabilities([self.classifier.prepare(d) for d in jpegs])
+
     def rate(
-        self, batch_size: int, workers: int, threads: int, min_s: float = MIN_FORWARD_S
+        self,
+        batch_size: int,
+        workers: int,
+        threads: int,
+        min_s: float = MIN_FORWARD_S,
+        prepared: bool = False,
     ) -> float:
         """Images/s: `workers` threads share the batches, each going over its share again
         until `min_s` has passed (one pass over 64 images is under a second, too short to
-        average out a shared host's drift); the sum of the threads' own rates."""
+        average out a shared host's drift); the sum of the threads' own rates. `prepared`:
+        each batch starts from its JPEGs (decode, resize, crop, normalise) as serve's do."""
         import torch
 
         torch.set_num_threads(threads)
-        batches = self.batches(batch_size)
+        step: Any = self.from_jpegs if prepared else self.classifier.forward
+        batches: list[Any] = (
+            [self.images[i : i + batch_size] for i in range(0, len(self.images), batch_size)]
+            if prepared
+            else self.batches(batch_size)
+        )
         shares = [batches[i::workers] for i in range(workers)]
         for share in shares:
-            self.classifier.forward(share[0])  # warm for this shape and thread count
+            step(share[0])  # warm for this shape and thread count
         rates: list[float] = []
         lock = threading.Lock()
 
@@ -173,7 +193,7 @@ class ForwardOnly:
             images, started = 0, time.perf_counter()
             while time.perf_counter() - started < min_s:
                 for batch in share:
-                    self.classifier.forward(batch)
+                    step(batch)
                     images += len(batch)
             with lock:
                 rates.append(images / (time.perf_counter() - started))
@@ -741,6 +761,7 @@ class Leg:
         self.batch_size, self.plan = scan(self.forward_only, args)
         self.proc, self.port = serve_dogclf(model_dir, args, precision)
         self.forward: list[float] = []
+        self.prepared: list[float] = []
         self.serve: list[dict[str, Any]] = []
         self.stats: dict[str, Any] = {}
 
@@ -749,13 +770,16 @@ class Leg:
         return str(self.forward_only.classifier.precision)
 
     def measure(self, images: Sequence[bytes], args: argparse.Namespace) -> None:
-        """One round: forward-only, serve, forward-only again; serve is compared with the
-        mean of the two around it. A shared host's speed drifts by 10-15% within a minute:
-        a forward-only figure taken only before serve was off by that much in some rounds."""
-        run = lambda: self.forward_only.rate(self.batch_size, *self.plan)  # noqa: E731
-        before = run()
+        """One round: forward-only, prepared, serve, prepared, forward-only again; serve and
+        prepared are compared with the mean of the forward-only runs around them. A shared
+        host's speed drifts by 10-15% within a minute: a forward-only figure taken only
+        before serve was off by that much in some rounds."""
+        fo = self.forward_only
+        run = lambda prepared=False: fo.rate(self.batch_size, *self.plan, prepared=prepared)  # noqa: E731
+        before, prepared = run(), run(True)
         requests = max(args.requests, round(before * MIN_SERVE_S))
         self.serve.append(run_load(self.port, images, requests, args.clients, args.clients))
+        self.prepared.append((prepared + run(True)) / 2)
         self.forward.append((before + run()) / 2)
 
 
@@ -778,8 +802,8 @@ def throughput(model_dir: Path, images: Sequence[bytes], args: argparse.Namespac
             print(
                 f"  round {r + 1}: "
                 + ", ".join(
-                    f"[{leg.asked}={leg.precision}] forward-only {leg.forward[-1]:.2f}/s serve "
-                    f"{leg.serve[-1]['images_per_s']:.2f}/s"
+                    f"[{leg.asked}={leg.precision}] forward-only {leg.forward[-1]:.2f}/s "
+                    f"prepared {leg.prepared[-1]:.2f}/s serve {leg.serve[-1]['images_per_s']:.2f}/s"
                     for leg in legs
                 )
                 + f", baseline {base[-1]['images_per_s']:.2f}/s, load average {load()}",
@@ -815,6 +839,9 @@ def print_throughput(legs: list[Leg], base: list[dict[str, Any]], args: argparse
         print(
             f"{f'forward-only [{leg.precision}] ({plan})':<44}{statistics.median(leg.forward):>10.2f}"
         )
+        print(
+            f"{f'prepared [{leg.precision}] (the same, from JPEGs)':<44}{statistics.median(leg.prepared):>10.2f}"
+        )
         print(f"{s['name']:<44}{s['images_per_s']:>10.2f}{s['p50_ms']:>10.0f}{s['p99_ms']:>10.0f}")
         print(
             f"  serve: {served['precision']}, {served['workers']} worker(s) x "
@@ -838,6 +865,11 @@ def print_throughput(legs: list[Leg], base: list[dict[str, Any]], args: argparse
         )
         print(
             f"  serve / baseline     : {vs_base:.2f}x (target >= {b_target}) {'OK' if ok_b else 'BELOW TARGET'}"
+        )
+        print(
+            f"  where serve's distance to forward-only goes: prepared / forward-only "
+            f"{ratio(leg.prepared, leg.forward):.2f}x (decoding and resizing the JPEGs), "
+            f"serve / prepared {ratio(serve_rates, leg.prepared):.2f}x (HTTP, queues, handoffs)"
         )
         cost, priced = dollars_per_million(s["images_per_s"])
         if cost is not None:
