@@ -1,5 +1,5 @@
-"""The batch size a server's workers run: about the fastest forward pass per image, measured on this machine when the model loads, up to
-serving.max_batch_size.
+"""The batch size a server's workers run: about the fastest forward pass per image, measured
+on this machine when the model loads, up to serving.max_batch_size.
 
 Bigger is not always faster. On a CPU, with passes side by side on one core each, a pass
 over 16 images ran 7-15% slower per image than one over 4 or 8 (resnet50, int8 and fp32,
