@@ -170,7 +170,7 @@ def _serve_until_stopped(server: Any, model: str, cfg: Any) -> None:
         render.out.print(
             f"Serving {model} ({classifier.arch}, {classifier.num_classes} classes, "
             f"{classifier.device.type} {classifier.precision}) on {server.url} "
-            f"(batches of up to {service.tuning.batch_size}, measured fastest per image of sizes up "
+            f"(batches of up to {service.tuning.batch_size}, measured at load among sizes up "
             f"to {service.max_batch_size}; wait {service.max_batch_wait_ms:g} ms; "
             f"{service.workers} worker(s) x {service.torch_threads} thread(s))",
             highlight=False,
